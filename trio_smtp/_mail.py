@@ -1,0 +1,97 @@
+"""One message as the server received it: envelope, content and session."""
+
+from __future__ import annotations
+
+import datetime
+import email.message
+import email.parser
+import email.policy
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@attrs.define(kw_only=True, eq=False)
+class Recipient:
+    """One accepted recipient with its RFC 3461 DSN parameters.
+
+    Attributes:
+        address: The forward-path, without angle brackets.
+        params: Every ESMTP parameter given on RCPT, keys upper-cased.
+        notify: The ``NOTIFY`` values (``("SUCCESS", "FAILURE")``, ``("NEVER",)``) or ``None``.
+        orcpt: The ``ORCPT`` value as ``(address-type, decoded address)`` or ``None``.
+    """
+
+    address: str
+    params: dict[str, str | None] = attrs.field(factory=dict)
+    notify: tuple[str, ...] | None = None
+    orcpt: tuple[str, str] | None = None
+
+
+@attrs.define(kw_only=True, eq=False)
+class Mail:
+    """A mail transaction: built as MAIL and RCPT arrive, completed at the final dot.
+
+    Attributes:
+        id: The queue identifier given in the 250 reply and log lines.
+        session: The connection it came in on.
+        mail_from: The reverse-path without angle brackets (``""`` for the null path).
+        mail_params: Every ESMTP parameter given on MAIL, keys upper-cased.
+        recipients: The accepted recipients, in order, with their parameters.
+        content: The message exactly as received, dot-unstuffed (and with bare LF or CR
+            normalized to CRLF under the default policy). Empty until the final dot.
+        body_type: ``"7BIT"``, ``"8BITMIME"`` or ``"BINARYMIME"`` (the ``BODY`` parameter).
+        smtputf8: Whether the client asked for SMTPUTF8.
+        size: The ``SIZE`` the client declared, or ``None``.
+        ret: The DSN ``RET`` value (``"FULL"``/``"HDRS"``) or ``None``.
+        envid: The decoded DSN ``ENVID`` or ``None``.
+        auth: The decoded ``AUTH=`` value of MAIL, or ``None``.
+        received_at: When the transaction started (UTC).
+    """
+
+    id: str
+    session: Session
+    mail_from: str = ""
+    mail_params: dict[str, str | None] = attrs.field(factory=dict)
+    recipients: list[Recipient] = attrs.field(factory=list)
+    content: bytes = b""
+    body_type: str = "7BIT"
+    smtputf8: bool = False
+    size: int | None = None
+    ret: str | None = None
+    envid: str | None = None
+    auth: str | None = None
+    received_at: datetime.datetime = attrs.field(factory=_utcnow)
+    _message: email.message.EmailMessage | None = attrs.field(default=None, alias="_message")
+
+    @property
+    def rcpt_tos(self) -> list[str]:
+        """The accepted recipients' addresses, in order."""
+        return [r.address for r in self.recipients]
+
+    @property
+    def rcpt_params(self) -> list[dict[str, str | None]]:
+        """The accepted recipients' ESMTP parameters, in the order of :attr:`rcpt_tos`."""
+        return [r.params for r in self.recipients]
+
+    @property
+    def message(self) -> email.message.EmailMessage:
+        """The content parsed with :mod:`email` (``policy.default``), on first access."""
+        if self._message is None:
+            parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(self.content)
+            assert isinstance(parsed, email.message.EmailMessage)
+            self._message = parsed
+        return self._message
+
+    def __repr__(self) -> str:
+        return (
+            f"<Mail {self.id} from={self.mail_from!r} to={self.rcpt_tos!r} "
+            f"size={len(self.content)}>"
+        )

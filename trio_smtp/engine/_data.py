@@ -1,0 +1,213 @@
+"""Message bodies: the DATA reader (RFC 5321 §4.1.1.4, §4.5.2) and the BDAT reader (RFC 3030).
+
+Theory of operation (DATA): the body is processed in *regions*, as large as what is
+buffered, never line by line. For each call:
+
+1. Find the first ``CRLF.CRLF`` with ``bytes.find`` (the start of the body counts as
+   following a CRLF). Only that exact sequence ends the message: ``LF.LF``,
+   ``LF.CRLF``, ``CRLF.LF`` and ``CR.CR`` are data (RFC 5321 §4.1.1.4; the SMTP
+   smuggling family, CVE-2023-51764/51765/51766).
+2. Without a terminator, hold back the longest suffix that could begin one, so a
+   terminator split across reads is still seen, and so a region never ends in a CR
+   whose LF has not arrived.
+3. In the region, count CR, LF and CRLF (C speed). Equal counts mean no bare CR or
+   LF; otherwise apply the policy: normalize each to CRLF, or refuse the message once
+   its end is seen (550 5.6.0).
+4. Remove dot-stuffing with one ``replace`` of ``CRLF.`` by ``CRLF`` (RFC 5321
+   §4.5.2). It happens before normalization, so a dot after a bare LF is content.
+5. Check line lengths and the size limit; once either is exceeded, keep reading to
+   the terminator but keep nothing.
+
+The reader never holds more than the region it is given, and what it returns it does
+not keep.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Final
+
+from ._replies import Reply
+
+_TERMINATOR: Final = b"\r\n.\r\n"
+_BARE_RE: Final = re.compile(rb"\r\n|\r|\n")
+
+
+class BareLineEndings(Enum):
+    """What a bare LF or bare CR inside DATA gets."""
+
+    #: Rewrite it to CRLF (the default; what Postfix and Exchange do).
+    NORMALIZE = "normalize"
+    #: Read to the end of the message, then refuse it with 550 5.6.0.
+    REJECT = "reject"
+
+
+TOO_BIG: Final = Reply(552, "5.3.4 message size exceeds fixed maximum message size")
+LINE_TOO_LONG: Final = Reply(500, "5.5.6 line too long")
+BARE_LINE_ENDING: Final = Reply(550, "5.6.0 bare LF or CR in message; use CRLF line endings")
+
+
+def _held_back(buf: bytearray | bytes, at_line_start: bool) -> int:
+    """How many trailing bytes of ``buf`` could be the start of a terminator."""
+    n = len(buf)
+    if at_line_start and n <= 3 and _TERMINATOR[2 : 2 + n] == buf:
+        return n
+    for k in (4, 3, 2, 1):
+        if n >= k and buf.endswith(_TERMINATOR[:k]):
+            return k
+    return 0
+
+
+class DataReader:
+    """Reads one DATA body out of a receive buffer.
+
+    Args:
+        max_size: The size limit of the (unstuffed) content, or ``None``.
+        max_line_length: The longest text line allowed including CRLF (RFC 5321
+            §4.5.3.1.6), or ``None`` for no limit.
+        bare_line_endings: The policy for bare LF and CR.
+    """
+
+    __slots__ = (
+        "_at_line_start",
+        "_line_len",
+        "_max_line",
+        "_max_size",
+        "_policy",
+        "error",
+        "size",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_size: int | None,
+        max_line_length: int | None,
+        bare_line_endings: BareLineEndings,
+    ) -> None:
+        self._max_size = max_size
+        self._max_line = max_line_length
+        self._policy = bare_line_endings
+        self._at_line_start = True
+        self._line_len = 0
+        #: The reply the message gets after its end, once it is refused.
+        self.error: Reply | None = None
+        #: Octets of content so far.
+        self.size = 0
+
+    def feed(self, buf: bytearray) -> tuple[bytes, bool]:
+        """Consume what can be consumed of ``buf``.
+
+        Returns:
+            ``(content, done)``: content to hand on (maybe empty), and whether the
+            terminator was found (and consumed).
+        """
+        if not buf:
+            return b"", False
+        stuffed = False
+        if self._at_line_start and buf[:1] == b".":
+            if buf.startswith(b".\r\n"):
+                del buf[:3]
+                return b"", True
+            if len(buf) < 3 and b".\r\n".startswith(buf):
+                return b"", False
+            stuffed = True
+        # One scan finds both the terminator and dot-stuffed lines: every CRLF "."
+        # is one or the other (or, at the very end, not yet known).
+        n = len(buf)
+        pos = buf.find(b"\r\n.")
+        while pos >= 0:
+            after = pos + 3
+            if buf[after : after + 2] == b"\r\n":
+                region = bytes(memoryview(buf)[: pos + 2])
+                del buf[: pos + 5]
+                return self._process(region, stuffed), True
+            if n - after < 2 and b"\r\n".startswith(buf[after:]):
+                break
+            stuffed = True
+            pos = buf.find(b"\r\n.", after)
+        keep = _held_back(buf, self._at_line_start)
+        if keep == n:
+            return b"", False
+        cut = n - keep
+        region = bytes(memoryview(buf)[:cut])
+        del buf[:cut]
+        return self._process(region, stuffed), False
+
+    def _process(self, region: bytes, stuffed: bool) -> bytes:
+        at_start = self._at_line_start
+        ends_with_break = region.endswith((b"\n", b"\r"))
+        self._at_line_start = region.endswith(b"\r\n")
+        if self.error is not None:
+            return b""
+        # splitlines() breaks at CRLF, bare CR and bare LF alike; the region is clean
+        # exactly when the number of breaks equals both the CR and the LF counts.
+        lines = region.splitlines()
+        breaks = len(lines) - (0 if ends_with_break else 1)
+        lf = region.count(b"\n")
+        clean = breaks == lf and region.count(b"\r") == lf
+        if not clean and self._policy is BareLineEndings.REJECT:
+            self.error = BARE_LINE_ENDING
+            return b""
+        if self._max_line is not None and lines:
+            self._check_lines(lines, ends_with_break)
+            if self.error is not None:
+                return b""
+        if stuffed:
+            # RFC 5321 §4.5.2: remove the leading dot of every line that starts with one.
+            if at_start and region.startswith(b"."):
+                region = region[1:]
+            region = region.replace(b"\r\n.", b"\r\n")
+        if not clean:
+            region = _BARE_RE.sub(b"\r\n", region)
+        self.size += len(region)
+        if self._max_size is not None and self.size > self._max_size:
+            self.error = TOO_BIG
+            return b""
+        return region
+
+    def _check_lines(self, lines: list[bytes], ends_with_break: bool) -> None:
+        # Lengths here exclude the line ending; the limit includes CRLF.
+        limit = self._max_line
+        assert limit is not None
+        budget = limit - 2
+        first = self._line_len + len(lines[0])
+        if len(lines) == 1:
+            longest = first
+        else:
+            longest = max(first, max(map(len, lines[1:])))
+        if longest > budget:
+            self.error = LINE_TOO_LONG
+            return
+        if ends_with_break:
+            self._line_len = 0
+        else:
+            self._line_len = first if len(lines) == 1 else len(lines[-1])
+
+
+class BdatReader:
+    """Reads the octets of one BDAT chunk (RFC 3030 §2): an exact count, no unstuffing.
+
+    Args:
+        size: The chunk size the client declared.
+        keep: Whether to return the bytes (False to swallow a refused chunk).
+    """
+
+    __slots__ = ("keep", "remaining")
+
+    def __init__(self, size: int, *, keep: bool) -> None:
+        self.remaining = size
+        self.keep = keep
+
+    def feed(self, buf: bytearray) -> tuple[bytes, bool]:
+        """Consume up to the rest of the chunk from ``buf``.
+
+        Returns:
+            ``(content, done)``.
+        """
+        n = min(self.remaining, len(buf))
+        chunk = bytes(buf[:n]) if self.keep else b""
+        del buf[:n]
+        self.remaining -= n
+        return chunk, self.remaining == 0
