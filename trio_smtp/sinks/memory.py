@@ -1,0 +1,53 @@
+"""Keep messages in a list: the sink for tests and embedding."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from .._mail import Mail
+
+
+class MemorySink:
+    """Collect delivered messages in :attr:`messages`.
+
+    Attributes:
+        messages: Every message delivered since creation or the last :meth:`reset`, in order.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[Mail] = []
+        self._arrivals = trio.lowlevel.ParkingLot()
+
+    def __repr__(self) -> str:
+        return f"<MemorySink messages={len(self.messages)}>"
+
+    async def deliver(self, mail: Mail) -> None:
+        """Append the message and wake whoever waits in :meth:`wait_for`.
+
+        Args:
+            mail: The message.
+        """
+        await trio.lowlevel.checkpoint()
+        self.messages.append(mail)
+        self._arrivals.unpark_all()
+
+    def reset(self) -> None:
+        """Forget every message stored so far."""
+        self.messages.clear()
+
+    async def wait_for(self, n: int) -> None:
+        """Wait until at least ``n`` messages are stored.
+
+        Args:
+            n: How many messages :attr:`messages` must hold.
+
+        .. warning:: It waits forever if they never come; wrap it in :func:`trio.fail_after`.
+        """
+        if len(self.messages) >= n:
+            await trio.lowlevel.checkpoint()
+            return
+        while len(self.messages) < n:
+            await self._arrivals.park()

@@ -1,0 +1,257 @@
+"""Forward each message to another SMTP server before answering the client.
+
+Theory of operation: :mod:`smtplib` does the talking, in a worker thread, over a fresh
+connection per message. Whatever the upstream answers becomes our answer: the client gets 250
+only once the upstream has said 250 to the message, and an upstream refusal becomes a
+:class:`~trio_smtp.engine.Reply` of the same class (4xx stays 4xx, 5xx stays 5xx) with the
+upstream's enhanced status code.
+
+Decisions worth knowing:
+
+* **All or nothing.** The client already heard 250 for each RCPT, and a DATA transaction has
+  a single reply, so a recipient the upstream refuses cannot be reported alone. Rather than
+  relay to the others and silently drop it (we have no queue to send a bounce from), the
+  transaction is reset on the upstream and the whole message is refused with that
+  recipient's reply; a temporary refusal wins over a permanent one, so the sender retries
+  rather than bounces. The text names the recipient.
+* **STARTTLS.** ``"opportunistic"`` (the default) uses STARTTLS when the upstream offers it,
+  without verifying its certificate unless an ``ssl_context`` is given (RFC 7435
+  opportunistic security: it defeats passive eavesdropping only, and relays commonly present
+  certificates that do not verify). If the handshake fails, the message is sent again over a
+  new plaintext connection, as Postfix's ``may`` level does. ``"require"`` verifies the
+  certificate against ``host`` by default and refuses to send in the clear (451 4.7.4 when
+  STARTTLS is not offered, 451 4.7.5 when the handshake fails). ``"never"`` never asks.
+* **Parameters.** ``SIZE``, ``BODY=8BITMIME`` and ``SMTPUTF8`` are passed on when the upstream
+  advertises them, and the RFC 3461 DSN parameters (``RET``, ``ENVID``, ``NOTIFY``,
+  ``ORCPT``) when it advertises ``DSN``. An SMTPUTF8 message is refused (554 5.6.7) by an
+  upstream without SMTPUTF8, as RFC 6531 §3.2 requires, instead of being downgraded. 8-bit
+  content goes out unconverted to an upstream without 8BITMIME. :mod:`smtplib` has no BDAT,
+  so a BINARYMIME message is sent with DATA as 8BITMIME, and refused (554 5.6.3) if it holds
+  a bare CR or LF that DATA cannot carry.
+* **Failures to reach the upstream** (refused connection, timeout, a dropped connection) give
+  451 4.4.1, so the sender retries later.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from typing import TYPE_CHECKING, Final, Literal
+
+import trio
+
+from .._received import printable, received_header
+from ..engine import Reply
+
+if TYPE_CHECKING:
+    from .._mail import Mail, Recipient
+
+#: Seconds each network operation with the upstream may take, by default.
+DEFAULT_TIMEOUT: Final = 60.0
+
+StartTLSPolicy = Literal["opportunistic", "require", "never"]
+_STARTTLS_POLICIES: Final = ("opportunistic", "require", "never")
+
+# The reply codes that mean the same thing when we give them at the end of DATA; any other
+# upstream code is mapped to the generic one of its class.
+_TRANSIENT_CODES: Final = frozenset({450, 451, 452})
+_PERMANENT_CODES: Final = frozenset({550, 551, 552, 553, 554})
+
+# RFC 3463 §2: class.subject.detail at the start of the reply text.
+_ENHANCED: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\s*")
+# Bytes DATA cannot carry safely: an upstream that ends DATA on a bare CR or LF would read
+# what follows as commands (SMTP smuggling).
+_BARE_CR_OR_LF: Final = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# RFC 3461 §4: xtext and the keywords are printable ASCII without spaces or '='.
+_SAFE_PARAM_VALUE: Final = re.compile(r"[\x21-\x3c\x3e-\x7e]+")
+_MAX_REPLY_TEXT: Final = 400
+
+UNAVAILABLE: Final = "4.4.1 upstream unavailable"
+
+
+def _upstream_reply(code: int, message: bytes | str, what: str) -> Reply:
+    """Turn an upstream refusal into our reply, keeping its class and enhanced code."""
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", errors="replace")
+    text = " ".join(message.split())
+    if code // 100 == 4:
+        ours = code if code in _TRANSIENT_CODES else 451
+    elif code // 100 == 5:
+        ours = code if code in _PERMANENT_CODES else 554
+    else:
+        # An upstream that says something other than an error where it should have said OK
+        # is confused; the sender should try again later.
+        ours = 451
+    enhanced = f"{ours // 100}.0.0"
+    m = _ENHANCED.match(text)
+    if m is not None:
+        text = text[m.end() :]
+        if m.group(1) == str(ours // 100):
+            enhanced = f"{m.group(1)}.{m.group(2)}.{m.group(3)}"
+    detail = printable(text, limit=_MAX_REPLY_TEXT, ascii_only=True)
+    return Reply(ours, f"{enhanced} upstream {what}: {detail}" if detail else f"{enhanced} {what}")
+
+
+def _dsn_params(params: dict[str, str | None], names: tuple[str, ...]) -> list[str]:
+    return [
+        f"{name}={value}"
+        for name in names
+        if (value := params.get(name)) is not None and _SAFE_PARAM_VALUE.fullmatch(value)
+    ]
+
+
+class _HandshakeFailed(Exception):
+    pass
+
+
+class RelaySink:
+    """Forward each message to another SMTP server, with our ``Received`` header prepended.
+
+    See the module docstring for how refusals, STARTTLS and parameters are handled.
+
+    Args:
+        host: The upstream server.
+        port: Its port.
+        timeout: Seconds each network operation may take.
+        starttls: ``"opportunistic"``, ``"require"`` or ``"never"``.
+        ssl_context: The context for STARTTLS. By default: no verification when
+            opportunistic, :func:`ssl.create_default_context` when required.
+        local_hostname: The name to give in EHLO; by default the session's ``hostname``
+            (no DNS lookup is made).
+
+    Raises:
+        ValueError: for an unknown ``starttls`` policy or a negative timeout.
+
+    .. warning:: Cancelling :meth:`deliver` (a hook timeout) abandons the worker thread, which
+       may still hand the message to the upstream after the client was told to retry: the
+       message can then arrive twice, never zero times.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        starttls: StartTLSPolicy = "opportunistic",
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        if starttls not in _STARTTLS_POLICIES:
+            raise ValueError(
+                f"starttls must be one of {', '.join(_STARTTLS_POLICIES)}, not {starttls!r}"
+            )
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.starttls: StartTLSPolicy = starttls
+        self.local_hostname = local_hostname
+        if ssl_context is None:
+            ssl_context = ssl.create_default_context()
+            if starttls == "opportunistic":
+                ssl_context.check_hostname = False
+                ssl_context.verify_mode = ssl.CERT_NONE
+        self.ssl_context = ssl_context
+
+    def __repr__(self) -> str:
+        return f"RelaySink({self.host!r}, {self.port!r}, starttls={self.starttls!r})"
+
+    async def deliver(self, mail: Mail) -> None:
+        """Relay the message; return once the upstream accepted it.
+
+        Args:
+            mail: The message.
+
+        Raises:
+            trio_smtp.engine.Reply: the upstream's refusal (same class, its enhanced code), or
+                ``451 4.4.1`` when it cannot be reached, or one of the refusals described in
+                the module docstring.
+        """
+        if mail.body_type == "BINARYMIME" and _BARE_CR_OR_LF.search(mail.content):
+            # RFC 3030 §3: binary content needs BDAT all the way; we cannot convert it.
+            raise Reply(554, "5.6.3 binary content cannot be relayed without BDAT")
+        data = received_header(mail) + mail.content
+        hostname = self.local_hostname or mail.session.hostname
+        await trio.to_thread.run_sync(self._relay, mail, data, hostname, abandon_on_cancel=True)
+
+    def _relay(self, mail: Mail, data: bytes, hostname: str) -> None:
+        try:
+            try:
+                smtp = self._connect(hostname, tls=self.starttls != "never")
+            except _HandshakeFailed:
+                smtp = self._connect(hostname, tls=False)
+            try:
+                self._transaction(smtp, mail, data)
+                try:
+                    smtp.quit()
+                except (smtplib.SMTPException, OSError):
+                    pass  # The upstream has the message; how it says goodbye does not matter.
+            finally:
+                smtp.close()
+        except smtplib.SMTPResponseException as exc:
+            raise _upstream_reply(exc.smtp_code, exc.smtp_error, "replied") from exc
+        except OSError as exc:  # smtplib.SMTPException, ssl.SSLError and socket errors
+            raise Reply(451, UNAVAILABLE) from exc
+
+    def _connect(self, hostname: str, *, tls: bool) -> smtplib.SMTP:
+        # Connecting in the constructor is what sets the name STARTTLS verifies.
+        smtp = smtplib.SMTP(self.host, self.port, local_hostname=hostname, timeout=self.timeout)
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            if not tls:
+                return smtp
+            if not smtp.has_extn("starttls"):
+                if self.starttls == "require":
+                    raise Reply(451, "4.7.4 upstream does not offer STARTTLS")
+                return smtp
+            try:
+                smtp.starttls(context=self.ssl_context)
+            except (ssl.SSLError, smtplib.SMTPResponseException) as exc:
+                if self.starttls == "require":
+                    raise Reply(451, "4.7.5 TLS with the upstream failed") from exc
+                raise _HandshakeFailed from exc
+            smtp.ehlo()
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def _transaction(self, smtp: smtplib.SMTP, mail: Mail, data: bytes) -> None:
+        options = []
+        if smtp.has_extn("size"):
+            options.append(f"SIZE={len(data)}")  # RFC 1870: lets the upstream refuse early
+        if mail.body_type != "7BIT" and smtp.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")  # RFC 6152
+        if mail.smtputf8:
+            if not smtp.has_extn("smtputf8"):
+                raise Reply(554, "5.6.7 upstream does not support SMTPUTF8")
+            options.append("SMTPUTF8")
+        dsn = smtp.has_extn("dsn")
+        if dsn:
+            options += _dsn_params(mail.mail_params, ("RET", "ENVID"))  # RFC 3461 §4.3, §4.4
+        code, message = smtp.mail(mail.mail_from, options)
+        if code != 250:
+            raise _upstream_reply(code, message, "refused the sender")
+        refused: list[tuple[Recipient, int, bytes]] = []
+        for rcpt in mail.recipients:
+            rcpt_options = _dsn_params(rcpt.params, ("NOTIFY", "ORCPT")) if dsn else []
+            code, message = smtp.rcpt(rcpt.address, rcpt_options)
+            if code not in (250, 251):
+                refused.append((rcpt, code, message))
+        if refused:
+            # All or nothing (see the module docstring): a temporary refusal wins.
+            rcpt, code, message = next((r for r in refused if r[1] // 100 == 4), refused[0])
+            try:
+                smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                pass  # Closing the connection aborts the transaction just as well.
+            what = f"refused <{printable(rcpt.address, limit=256, ascii_only=True)}>"
+            if len(mail.recipients) > 1:
+                what += f" ({len(refused)} of {len(mail.recipients)} refused, none relayed)"
+            raise _upstream_reply(code, message, what)
+        code, message = smtp.data(data)
+        if code != 250:
+            raise _upstream_reply(code, message, "refused the message")
