@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 import attrs
@@ -31,6 +32,10 @@ def _mechanisms(_inst: object, attr: attrs.Attribute[tuple[str, ...]], value: ob
     for mech in value:  # type: ignore[attr-defined]
         if mech not in MECHANISMS:
             raise ValueError(f"unsupported AUTH mechanism {mech!r}; choose from {MECHANISMS}")
+
+
+def _as_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -77,7 +82,7 @@ class EngineConfig:
     starttls: bool = False
     require_tls: bool = False
     auth_mechanisms: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, validator=_mechanisms
+        default=(), converter=_as_tuple, validator=_mechanisms
     )
     auth_insecure: bool = False
     auth_required: bool = False

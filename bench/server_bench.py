@@ -1,0 +1,513 @@
+"""Throughput of trio_smtp against aiosmtpd 1.4.6, side by side, on this machine.
+
+Usage::
+
+    python bench/server_bench.py [--quick] [--scenario NAME ...] [--servers A,B]
+
+For each scenario both servers run as subprocesses with a discard sink; after a warm-up
+run each, the same load is sent R times to each, alternating which goes first, and the
+medians are printed as a markdown table with the ratio A/B (trio_smtp/aiosmtpd by default:
+above 1 means trio_smtp is faster). The raw runs go to ``bench/results/latest.json``.
+
+``--servers aiosmtpd,aiosmtpd`` runs aiosmtpd against itself, which checks the harness: the
+ratio should come out near 1.00, and how far it strays is the noise to expect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+import loadgen
+from _servers import (
+    BENCH_DIR,
+    REPO_ROOT,
+    SERVER_SCRIPTS,
+    CertPair,
+    ServerProcess,
+    ServerStartError,
+    make_certificate,
+    start_server,
+)
+
+DEFAULT_RESULTS: Final = BENCH_DIR / "results" / "latest.json"
+DEFAULT_REPS: Final = 5
+QUICK_REPS: Final = 3
+#: Seconds one generator run may take before it counts as hung.
+RUN_TIMEOUT: Final = 300.0
+SMTP_SOURCE: Final = "smtp-source"
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """One kind of load.
+
+    Attributes:
+        name: What ``--scenario`` selects.
+        description: One line for the README and the report.
+        size: Bytes per message (for smtp-source: the payload after its ~110 header bytes).
+        sessions: Concurrent SMTP sessions.
+        mode: ``new`` (connection per message) or ``persistent`` (connection per session).
+        messages: Messages per measured run in full mode.
+        quick_messages: Messages per measured run with ``--quick``.
+        starttls: Every connection upgrades with STARTTLS.
+        smtp_source_ok: Postfix's smtp-source can generate this load (no TLS in it).
+        driver: The Python loadgen driver that loaded this scenario hardest (see README).
+        procs: The Python loadgen worker count that loaded this scenario hardest.
+    """
+
+    name: str
+    description: str
+    size: int
+    sessions: int
+    mode: str
+    messages: int
+    quick_messages: int
+    starttls: bool = False
+    smtp_source_ok: bool = True
+    driver: str = "threads"
+    procs: int = 2
+
+
+SCENARIOS: Final = {
+    s.name: s
+    for s in (
+        Scenario(
+            name="small-new",
+            description="1 KiB messages, 20 sessions, a new connection per message",
+            size=1024,
+            sessions=20,
+            mode="new",
+            messages=5000,
+            quick_messages=2000,
+        ),
+        Scenario(
+            name="small-persistent",
+            description="1 KiB messages, 20 sessions, one connection per session",
+            size=1024,
+            sessions=20,
+            mode="persistent",
+            messages=12000,
+            quick_messages=5000,
+            driver="asyncio",
+            procs=1,
+        ),
+        Scenario(
+            name="large",
+            description="1 MiB messages, 4 sessions, one connection per session",
+            size=1024 * 1024,
+            sessions=4,
+            mode="persistent",
+            messages=160,
+            quick_messages=60,
+            smtp_source_ok=False,
+            driver="asyncio",
+            procs=1,
+        ),
+        Scenario(
+            name="small-starttls",
+            description="1 KiB messages, 20 sessions, a new connection and STARTTLS per message",
+            size=1024,
+            sessions=20,
+            mode="new",
+            starttls=True,
+            messages=2500,
+            quick_messages=1000,
+            smtp_source_ok=False,
+            driver="asyncio",
+            procs=1,
+        ),
+    )
+}
+
+
+@attrs.frozen(kw_only=True)
+class Run:
+    """One generator run against one server."""
+
+    server: str
+    rep: int
+    delivered: int
+    errors: int
+    elapsed: float
+    size: int
+    server_cpu: float
+    generator_cpu: float
+    note: str = ""
+
+    @property
+    def messages_per_second(self) -> float:
+        return self.delivered / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def megabytes_per_second(self) -> float:
+        return self.messages_per_second * self.size / 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["messages_per_second"] = self.messages_per_second
+        data["megabytes_per_second"] = self.megabytes_per_second
+        data["server_cpu_percent"] = 100 * self.server_cpu / self.elapsed if self.elapsed else 0
+        data["generator_cpu_percent"] = (
+            100 * self.generator_cpu / self.elapsed if self.elapsed else 0
+        )
+        return data
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _generator_name(scenario: Scenario, choice: str) -> str:
+    if scenario.smtp_source_ok and choice in ("auto", "smtp-source"):
+        if shutil.which(SMTP_SOURCE):
+            return SMTP_SOURCE
+        if choice == "smtp-source":
+            raise SystemExit(f"--generator smtp-source: {SMTP_SOURCE!r} is not on PATH")
+    return f"loadgen ({scenario.driver}, {scenario.procs} proc)"
+
+
+def _generate(scenario: Scenario, generator: str, port: int, messages: int) -> tuple[int, int, float, str]:
+    """Send ``messages`` to ``port``; return delivered, errors, elapsed and a note."""
+    if generator == SMTP_SOURCE:
+        command = [SMTP_SOURCE, "-l", str(scenario.size), "-m", str(messages)]
+        command += ["-s", str(scenario.sessions), "-f", "a@x", "-t", "b@x"]
+        if scenario.mode == "persistent":
+            command.append("-d")
+        command.append(f"127.0.0.1:{port}")
+        start = time.monotonic()
+        completed = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        elapsed = time.monotonic() - start
+        if completed.returncode != 0:
+            # smtp-source stops at the first unexpected reply: nothing it sent is trusted.
+            stderr = completed.stderr.decode(errors="replace").strip().splitlines()
+            note = f"smtp-source exit status {completed.returncode}: {' / '.join(stderr[-2:])}"
+            return 0, messages, elapsed, note
+        return messages, 0, elapsed, ""
+    result = loadgen.run_load(
+        loadgen.LoadSpec(
+            port=port,
+            size=scenario.size,
+            messages=messages,
+            sessions=scenario.sessions,
+            mode=scenario.mode,
+            starttls=scenario.starttls,
+            procs=scenario.procs,
+            driver=scenario.driver,
+        )
+    )
+    return result.delivered, result.errors, result.elapsed, "; ".join(result.error_samples)
+
+
+def _measure(
+    scenario: Scenario, generator: str, server: ServerProcess, messages: int, rep: int
+) -> Run:
+    server_before = server.cpu_seconds()
+    children_before = _children_cpu()
+    delivered, errors, elapsed, note = _generate(scenario, generator, server.port, messages)
+    generator_cpu = _children_cpu() - children_before
+    server_cpu = server.cpu_seconds() - server_before if server.alive() else 0.0
+    if not server.alive():
+        note = (note + "; " if note else "") + f"server exited: {server.stderr_tail(3)}"
+    return Run(
+        server=server.label,
+        rep=rep,
+        delivered=delivered,
+        errors=errors,
+        elapsed=elapsed,
+        size=scenario.size,
+        server_cpu=server_cpu,
+        generator_cpu=generator_cpu,
+        note=note,
+    )
+
+
+@attrs.define(kw_only=True)
+class ScenarioResult:
+    scenario: Scenario
+    generator: str
+    labels: list[str]
+    runs: list[Run] = attrs.Factory(list)
+    failures: dict[str, str] = attrs.Factory(dict)
+
+    def runs_of(self, label: str) -> list[Run]:
+        return [run for run in self.runs if run.server == label]
+
+    def median(self, label: str, attribute: str) -> float | None:
+        values = [getattr(run, attribute) for run in self.runs_of(label)]
+        return statistics.median(values) if values else None
+
+    def as_dict(self) -> dict[str, Any]:
+        medians: dict[str, Any] = {}
+        for label in self.labels:
+            runs = self.runs_of(label)
+            medians[label] = (
+                {
+                    "messages_per_second": self.median(label, "messages_per_second"),
+                    "megabytes_per_second": self.median(label, "megabytes_per_second"),
+                    "errors": sum(run.errors for run in runs),
+                }
+                if runs
+                else None
+            )
+        return {
+            "scenario": attrs.asdict(self.scenario),
+            "generator": self.generator,
+            "servers": self.labels,
+            "medians": medians,
+            "ratio": self.ratio(),
+            "failures": self.failures,
+            "runs": [run.as_dict() for run in self.runs],
+        }
+
+    def ratio(self) -> float | None:
+        a = self.median(self.labels[0], "messages_per_second")
+        b = self.median(self.labels[1], "messages_per_second")
+        return a / b if a and b else None
+
+
+def _server_args(scenario: Scenario, certs: CertPair | None) -> tuple[str, ...]:
+    if scenario.starttls:
+        assert certs is not None
+        return ("--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
+    return ()
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    kinds: tuple[str, str],
+    reps: int,
+    quick: bool,
+    generator_choice: str,
+    certs: CertPair | None,
+    log_dir: Path,
+) -> ScenarioResult:
+    """Start both servers, warm them up, measure ``reps`` alternating runs, stop them."""
+    labels = [kinds[0], kinds[1] if kinds[1] != kinds[0] else f"{kinds[1]}#2"]
+    generator = _generator_name(scenario, generator_choice)
+    result = ScenarioResult(scenario=scenario, generator=generator, labels=labels)
+    messages = scenario.quick_messages if quick else scenario.messages
+    servers: list[ServerProcess] = []
+    try:
+        for kind, label in zip(kinds, labels, strict=True):
+            try:
+                servers.append(
+                    start_server(
+                        kind,
+                        label=label,
+                        extra_args=_server_args(scenario, certs),
+                        log_dir=log_dir,
+                    )
+                )
+            except ServerStartError as exc:
+                result.failures[label] = str(exc)
+                print(f"!! {scenario.name}: {exc}", file=sys.stderr, flush=True)
+        # Warm-up: imports, caches, the first TLS handshakes; not recorded.
+        warmup = max(messages // 10, 2 * scenario.sessions)
+        for server in servers:
+            _measure(scenario, generator, server, warmup, rep=-1)
+        for rep in range(reps):
+            order = servers if rep % 2 == 0 else servers[::-1]
+            for server in order:
+                if not server.alive():
+                    result.failures.setdefault(
+                        server.label, f"{server.label} exited: {server.stderr_tail(5)}"
+                    )
+                    continue
+                run = _measure(scenario, generator, server, messages, rep)
+                result.runs.append(run)
+                status = f"{run.messages_per_second:8.0f} msg/s {run.megabytes_per_second:7.2f} MB/s"
+                extra = f"  {run.errors} errors: {run.note}" if run.errors or run.note else ""
+                print(f"   {scenario.name:16} rep {rep + 1}/{reps} {server.label:10} {status}{extra}",
+                      flush=True)
+    finally:
+        for server in servers:
+            server.stop()
+    return result
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def render_table(results: list[ScenarioResult]) -> str:
+    """The markdown table of medians (and a second one with CPU use, for diagnosis)."""
+    if not results:
+        return ""
+    a, b = results[0].labels
+    short = {label: label.replace("trio_smtp", "trio").replace("aiosmtpd", "aio") for label in (a, b)}
+    lines = [
+        f"| scenario | generator | {a} msg/s | {b} msg/s | ratio | "
+        f"{short[a]} MB/s | {short[b]} MB/s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.scenario.name} | {r.generator} "
+            f"| {_fmt(r.median(a, 'messages_per_second'), '.0f')} "
+            f"| {_fmt(r.median(b, 'messages_per_second'), '.0f')} "
+            f"| {_fmt(r.ratio(), '.2f')} "
+            f"| {_fmt(r.median(a, 'megabytes_per_second'), '.2f')} "
+            f"| {_fmt(r.median(b, 'megabytes_per_second'), '.2f')} |"
+        )
+    lines += [
+        "",
+        "CPU use during the measured runs (median % of one core; 100% = the server is saturated):",
+        "",
+        f"| scenario | {a} CPU | generator CPU vs {a} | {b} CPU | generator CPU vs {b} | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        cells = []
+        for label in (a, b):
+            runs = r.runs_of(label)
+            server = [100 * x.server_cpu / x.elapsed for x in runs if x.elapsed]
+            gen = [100 * x.generator_cpu / x.elapsed for x in runs if x.elapsed]
+            cells.append(_fmt(statistics.median(server) if server else None, ".0f"))
+            cells.append(_fmt(statistics.median(gen) if gen else None, ".0f"))
+        errors = sum(run.errors for run in r.runs)
+        lines.append(f"| {r.scenario.name} | " + " | ".join(cells) + f" | {errors} |")
+    return "\n".join(lines)
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip()
+
+
+def _environment() -> dict[str, Any]:
+    import os
+
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "commit": _git_commit(),
+        "versions": {name: _version(name) for name in ("trio_smtp", "trio", "aiosmtpd")},
+        "smtp_source": shutil.which(SMTP_SOURCE),
+    }
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Compare trio_smtp with aiosmtpd 1.4.6 (messages/s, medians)."
+    )
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_REPS} reps, fewer messages")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="run only this scenario (repeatable; default: all)",
+    )
+    parser.add_argument("--reps", type=int, help="measured runs per server and scenario")
+    parser.add_argument(
+        "--servers",
+        default="trio_smtp,aiosmtpd",
+        help="the two servers to compare, as A,B; the ratio is A/B "
+        "(aiosmtpd,aiosmtpd checks the harness)",
+    )
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "smtp-source", "python"),
+        default="auto",
+        help="load generator for the plain small scenarios (default: smtp-source if found)",
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS, help="JSON results file")
+    args = parser.parse_args(argv)
+    kinds = tuple(args.servers.split(","))
+    if len(kinds) != 2 or any(kind not in SERVER_SCRIPTS for kind in kinds):
+        parser.error(f"--servers must be two of {sorted(SERVER_SCRIPTS)!r}, not {args.servers!r}")
+    args.kinds = kinds
+    if args.reps is not None and args.reps < 1:
+        parser.error(f"--reps must be at least 1, not {args.reps!r}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected scenarios; exit 1 if a server failed or a run had errors."""
+    args = _parse_args(argv)
+    reps: int = args.reps or (QUICK_REPS if args.quick else DEFAULT_REPS)
+    scenarios = [SCENARIOS[name] for name in (args.scenario or list(SCENARIOS))]
+    started = time.monotonic()
+    results: list[ScenarioResult] = []
+    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as tmp:
+        log_dir = Path(tmp)
+        certs = make_certificate(log_dir) if any(s.starttls for s in scenarios) else None
+        for scenario in scenarios:
+            print(f"== {scenario.name}: {scenario.description}", flush=True)
+            results.append(
+                run_scenario(
+                    scenario,
+                    kinds=args.kinds,
+                    reps=reps,
+                    quick=args.quick,
+                    generator_choice=args.generator,
+                    certs=certs,
+                    log_dir=log_dir,
+                )
+            )
+    total = time.monotonic() - started
+    print()
+    print(render_table(results))
+    print()
+    failures = [f"{r.scenario.name}: {text}" for r in results for text in r.failures.values()]
+    for failure in failures:
+        print(f"FAILED {failure}")
+    print(f"{reps} reps per server and scenario, total time {total:.0f} s")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "environment": _environment(),
+        "quick": args.quick,
+        "reps": reps,
+        "total_seconds": total,
+        "scenarios": [r.as_dict() for r in results],
+    }
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results written to {args.output}")
+    errors = sum(run.errors for r in results for run in r.runs)
+    return 1 if failures or errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

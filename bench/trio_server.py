@@ -1,0 +1,114 @@
+"""The trio_smtp side of the benchmark: a discard ``done`` hook on the public API (SPEC §4).
+
+Run as ``python bench/trio_server.py --port 0``; once every listener is bound it prints
+``READY <port>`` on stdout and then serves until killed (SIGTERM or SIGINT).
+
+The flags and defaults mirror ``bench/aiosmtpd_server.py`` so that the two differ only in
+the library under test: same host, fixed hostname, 32 MiB size limit, STARTTLS offered but
+not required when a certificate is given, and a logger that keeps quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+import trio
+
+from trio_smtp import Server
+
+#: Equal to aiosmtpd's ``data_size_limit`` in ``bench/aiosmtpd_server.py``.
+DEFAULT_MAX_MESSAGE_SIZE = 33554432
+#: Far above any bench's connection count, so ``memory_bench`` (thousands of connections
+#: from 127.0.0.1) meets no ``421`` from the per-IP and global limits; aiosmtpd has none.
+DEFAULT_MAX_CONNECTIONS = 100_000
+
+
+class QuietLogger:
+    """A logger with the smtpjs levels that drops all but fatal and error.
+
+    Logging every connection would measure stderr, not the server; failures still show.
+    """
+
+    def fatal(self, msg: object) -> None:
+        print(f"[FATAL] - {msg}", file=sys.stderr, flush=True)
+
+    def error(self, msg: object) -> None:
+        print(f"[ERROR] - {msg}", file=sys.stderr, flush=True)
+
+    def warn(self, msg: object) -> None:
+        pass
+
+    def info(self, msg: object) -> None:
+        pass
+
+    def log(self, msg: object) -> None:
+        pass
+
+    def debug(self, msg: object) -> None:
+        pass
+
+
+async def discard(mail: object) -> None:
+    """Accept the message and forget it (the client gets ``250``)."""
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--hostname", default="localhost", help="name in greeting and EHLO")
+    parser.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE)
+    parser.add_argument("--tls-cert", help="PEM certificate chain; enables STARTTLS")
+    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="global and per-IP connection limit",
+    )
+    args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    return args
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "hostname": args.hostname,
+        "max_message_size": args.max_message_size,
+        "max_connections": args.max_connections,
+        "max_connections_per_ip": args.max_connections,
+    }
+    if args.tls_cert:
+        config["tls_cert"] = args.tls_cert
+        config["tls_key"] = args.tls_key
+    return config
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = Server(
+        {"events": {"done": discard}, "config": _config(args)},
+        {"logger": QuietLogger()},
+    )
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(server.serve)
+        print(f"READY {addresses[0][1]}", flush=True)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; return the exit status."""
+    trio.run(_serve, _parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

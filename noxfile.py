@@ -1,0 +1,49 @@
+"""Sessions: ``nox`` runs tests, lint and typing; ``nox -s bench`` and ``nox -s certs`` on demand."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.reuse_existing_virtualenvs = True
+
+TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "trustme>=1.1", "hypothesis>=6", "aiosmtpd==1.4.6"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (pass pytest arguments after ``--``)."""
+    session.install("-e", ".", *TEST_DEPS)
+    args = session.posargs or ["-W", "error", "-p", "no:cacheprovider"]
+    # pytest exits 5 when it collects nothing: that must fail, and nox fails on any non-zero.
+    session.run("python", "-m", "pytest", *args)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict over the package."""
+    session.install("-e", ".", "mypy", "trustme")
+    session.run("mypy", "--strict", "trio_smtp")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: the engine alone, then the server against aiosmtpd side by side."""
+    session.install("-e", ".", "aiosmtpd==1.4.6", "trustme")
+    session.run("python", "bench/engine_bench.py")
+    session.run("python", "bench/server_bench.py", *session.posargs)
+
+
+@nox.session
+def certs(session: nox.Session) -> None:
+    """Regenerate the self-signed certificate in certs/."""
+    session.install("-e", ".", "cryptography")
+    session.run("python", "-m", "trio_smtp.certs", "--dir", "certs")

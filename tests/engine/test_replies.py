@@ -1,0 +1,151 @@
+"""Reply: validation, wire formatting, enhanced status codes and the reply-code table."""
+
+from __future__ import annotations
+
+import pytest
+
+import trio_smtp.engine as engine
+from trio_smtp.engine import REPLY_CODES, Noop, Reply
+
+from ._helpers import Driver
+
+# The seed's codes (SPEC §5) and the name each is exported under.
+SEED_CODES = {
+    220: "SERVICE_READY",
+    221: "SERVICE_CLOSING",
+    250: "OK",
+    251: "USER_NOT_LOCAL_WILL_FORWARD",
+    252: "CANNOT_VRFY",
+    354: "START_MAIL_INPUT",
+    421: "SERVICE_UNAVAILABLE",
+    450: "MAILBOX_UNAVAILABLE_TEMPORARY",
+    451: "LOCAL_ERROR",
+    452: "INSUFFICIENT_STORAGE",
+    500: "SYNTAX_ERROR",
+    501: "SYNTAX_ERROR_IN_PARAMETERS",
+    502: "NOT_IMPLEMENTED",
+    503: "BAD_SEQUENCE",
+    504: "PARAMETER_NOT_IMPLEMENTED",
+    521: "DOES_NOT_ACCEPT_MAIL",
+    541: "REJECTED_BY_POLICY",
+    550: "MAILBOX_UNAVAILABLE",
+    551: "USER_NOT_LOCAL",
+    552: "EXCEEDED_STORAGE",
+    553: "MAILBOX_NAME_NOT_ALLOWED",
+    554: "TRANSACTION_FAILED",
+    555: "PARAMETERS_NOT_RECOGNIZED",
+}
+
+
+@pytest.mark.parametrize(("code", "name"), sorted(SEED_CODES.items()))
+def test_every_seed_code_has_a_description_and_a_named_constant(code: int, name: str) -> None:
+    assert REPLY_CODES[code]
+    assert getattr(engine, name) == code
+
+
+def test_reply_code_descriptions_keep_their_standard_meaning() -> None:
+    assert REPLY_CODES[354].startswith("Start mail input")
+    assert "Bad sequence" in REPLY_CODES[503]
+    assert "closing transmission channel" in REPLY_CODES[421]
+    assert "not recognized" in REPLY_CODES[555]
+
+
+@pytest.mark.parametrize("code", [0, 199, 600, 1000, -250])
+def test_reply_code_out_of_range_is_refused(code: int) -> None:
+    with pytest.raises(ValueError, match=repr(code)):
+        Reply(code, "x")
+
+
+@pytest.mark.parametrize("code", [True, 250.0, "250", None])
+def test_reply_code_must_be_an_int(code: object) -> None:
+    with pytest.raises(ValueError, match="reply code"):
+        Reply(code, "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["a\rb", "a\x00b", "bell\x07", "esc\x1b[1m", "del\x7f", "\r\n"])
+def test_reply_text_with_control_characters_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="control characters"):
+        Reply(250, text)
+
+
+def test_reply_text_must_be_a_str() -> None:
+    with pytest.raises(TypeError):
+        Reply(250, b"ok")  # type: ignore[arg-type]
+
+
+def test_reply_is_an_exception_with_equality_and_hash() -> None:
+    with pytest.raises(Reply) as info:
+        raise Reply(550, "5.1.1 no such user")
+    assert info.value == Reply(550, "5.1.1 no such user")
+    assert info.value != Reply(550, "5.1.1 no such user!")
+    assert len({Reply(250, "ok"), Reply(250, "ok"), Reply(251, "ok")}) == 2
+    assert str(Reply(250, "2.0.0 OK")) == "250 2.0.0 OK"
+    assert repr(Reply(250, "OK")) == "Reply(250, 'OK')"
+
+
+def test_reply_classification() -> None:
+    assert Reply(354, "go").is_positive
+    assert not Reply(421, "bye").is_positive
+    assert Reply(451, "later").is_transient
+    assert not Reply(550, "never").is_transient
+    assert Reply(550, "5.1.1 no").enhanced_code == "5.1.1"
+    assert Reply(550, "no").enhanced_code is None
+
+
+def test_single_line_reply_without_enhanced_code_gets_the_class_default() -> None:
+    assert Reply(250, "fine").to_bytes() == b"250 2.0.0 fine\r\n"
+    assert Reply(451, "later").to_bytes() == b"451 4.0.0 later\r\n"
+    assert Reply(550, "no").to_bytes() == b"550 5.0.0 no\r\n"
+
+
+def test_reply_keeps_its_own_enhanced_code() -> None:
+    assert Reply(550, "5.1.1 no such user").to_bytes() == b"550 5.1.1 no such user\r\n"
+
+
+def test_enhanced_code_of_the_wrong_class_is_fixed_to_the_reply_class() -> None:
+    # RFC 3463 §2: the class digit must match the reply code's first digit.
+    assert Reply(550, "4.2.2 mailbox full").to_bytes() == b"550 5.2.2 mailbox full\r\n"
+    assert Reply(450, "5.2.2 mailbox full").to_bytes() == b"450 4.2.2 mailbox full\r\n"
+
+
+def test_empty_reply_text() -> None:
+    assert Reply(250).to_bytes() == b"250 2.0.0\r\n"
+    assert Reply(250).to_bytes(enhanced=False) == b"250\r\n"
+
+
+def test_multi_line_reply_puts_the_enhanced_code_on_every_line() -> None:
+    # RFC 5321 §4.2.1 continuation lines; RFC 2034 §3 a status code on each line.
+    assert Reply(550, "5.7.1 first\nsecond\nthird").to_bytes() == (
+        b"550-5.7.1 first\r\n550-5.7.1 second\r\n550 5.7.1 third\r\n"
+    )
+    assert Reply(250, "a\nb").to_bytes() == b"250-2.0.0 a\r\n250 2.0.0 b\r\n"
+
+
+def test_multi_line_reply_with_codes_on_later_lines_uses_the_first() -> None:
+    assert Reply(550, "4.1.1 x\n5.2.2 y\nz").to_bytes() == (
+        b"550-5.1.1 x\r\n550-5.1.1 y\r\n550 5.1.1 z\r\n"
+    )
+
+
+def test_multi_line_reply_without_enhanced_codes() -> None:
+    assert Reply(250, "a\nb").to_bytes(enhanced=False) == b"250-a\r\n250 b\r\n"
+
+
+def test_intermediate_replies_never_get_an_enhanced_code() -> None:
+    assert Reply(354, "go ahead").to_bytes() == b"354 go ahead\r\n"
+    assert Reply(334, "VXNlcm5hbWU6").to_bytes() == b"334 VXNlcm5hbWU6\r\n"
+
+
+def test_reply_lines_without_code() -> None:
+    assert Reply(250, "x\ny").lines() == ["2.0.0 x", "2.0.0 y"]
+    assert Reply(250, "x\ny").lines(enhanced=False) == ["x", "y"]
+
+
+def test_hook_style_reply_without_enhanced_code_gets_one_on_the_wire() -> None:
+    driver = Driver(answer=lambda e: Reply(550, "no") if isinstance(e, Noop) else None)
+    assert driver.send(b"NOOP\r\n") == b"550 5.0.0 no\r\n"
+
+
+def test_hook_style_multi_line_reply_on_the_wire() -> None:
+    driver = Driver(answer=lambda e: Reply(250, "one\ntwo") if isinstance(e, Noop) else None)
+    assert driver.send(b"NOOP\r\n") == b"250-2.0.0 one\r\n250 2.0.0 two\r\n"

@@ -1,0 +1,68 @@
+"""trio_smtp: an SMTP and LMTP server library for Trio, on a sans-IO engine.
+
+``import trio_smtp.engine`` works without Trio installed: the Trio layer is imported
+lazily, on first use of a name that needs it (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .engine import REPLY_CODES as REPLY_CODES
+from .engine import Reply as Reply
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Server": "._server",
+    "ServerConfig": "._config",
+    "Schema": "._schema",
+    "Context": "._schema",
+    "Session": "._session",
+    "TLSInfo": "._session",
+    "ProxyInfo": "._session",
+    "Mail": "._mail",
+    "Recipient": "._mail",
+    "Logger": "._logger",
+    "AuthFile": "._auth_file",
+}
+
+if TYPE_CHECKING:
+    from ._auth_file import AuthFile as AuthFile
+    from ._config import ServerConfig as ServerConfig
+    from ._logger import Logger as Logger
+    from ._mail import Mail as Mail
+    from ._mail import Recipient as Recipient
+    from ._schema import Context as Context
+    from ._schema import Schema as Schema
+    from ._server import Server as Server
+    from ._session import ProxyInfo as ProxyInfo
+    from ._session import Session as Session
+    from ._session import TLSInfo as TLSInfo
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trio_smtp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "REPLY_CODES",
+    "AuthFile",
+    "Context",
+    "Logger",
+    "Mail",
+    "ProxyInfo",
+    "Recipient",
+    "Reply",
+    "Schema",
+    "Server",
+    "ServerConfig",
+    "Session",
+    "TLSInfo",
+]

@@ -1,0 +1,333 @@
+"""``python -m trio_smtp`` / ``trio-smtp``: a thin layer over :class:`Server`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from ._config import (
+    DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_DATA_TIMEOUT,
+    DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_PORT,
+    DEFAULT_SHUTDOWN_GRACE,
+)
+from ._logger import LEVELS
+from .engine._config import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS
+
+PROG = "trio-smtp"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One clear line, not the usage block.
+        self.exit(2, f"{PROG}: error: {message} (see {PROG} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, not {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be from 0 to 65535, not {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    host = host.strip("[]")
+    return host, _port(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs and tests)."""
+    p = _Parser(
+        prog=PROG,
+        description="Receive mail over SMTP or LMTP. Serves on 127.0.0.1:1337 by default and "
+        "logs a line for each message; give a sink flag to store or forward messages.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    net = p.add_argument_group("listening")
+    net.add_argument(
+        "--host",
+        action="append",
+        metavar="HOST",
+        help=f"address to listen on, repeatable; :: and 0.0.0.0 work (default: {DEFAULT_HOST})",
+    )
+    net.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        metavar="N",
+        help="plain SMTP port (STARTTLS when TLS is configured); 0 picks a free port",
+    )
+    net.add_argument(
+        "--hostname",
+        metavar="NAME",
+        help="name in the greeting, EHLO and Received headers (default: the FQDN)",
+    )
+    net.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033) instead of SMTP")
+    net.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="expect a HAProxy PROXY v1 or v2 header before the greeting",
+    )
+    net.add_argument(
+        "--proxy-from",
+        action="append",
+        metavar="CIDR",
+        help="addresses allowed to send a PROXY header, repeatable (default: loopback)",
+    )
+    net.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="N processes sharing the port (SO_REUSEPORT)",
+    )
+
+    sinks = p.add_argument_group("delivery (one of; default: log a line per message)")
+    ex = sinks.add_mutually_exclusive_group()
+    ex.add_argument(
+        "--maildir", metavar="DIR", help="deliver into Maildir DIR (created if missing)"
+    )
+    ex.add_argument("--mbox", metavar="FILE", help="deliver into mbox FILE")
+    ex.add_argument(
+        "--relay",
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="forward each message to another SMTP server before replying 250",
+    )
+    sinks.add_argument(
+        "--print-body",
+        action="store_true",
+        help="with the default print sink, print each whole message",
+    )
+
+    tls = p.add_argument_group("TLS and authentication")
+    tls.add_argument("--tls-cert", metavar="PEM", help="certificate chain (enables STARTTLS)")
+    tls.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    tls.add_argument(
+        "--tls-port",
+        type=_port,
+        metavar="N",
+        help="also listen with implicit TLS (SMTPS, RFC 8314) on port N",
+    )
+    tls.add_argument(
+        "--require-tls", action="store_true", help="refuse MAIL/RCPT/DATA/AUTH until STARTTLS (530)"
+    )
+    tls.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        help="user:password lines (or user:{scheme}hash); enables AUTH PLAIN LOGIN",
+    )
+    tls.add_argument(
+        "--auth-insecure", action="store_true", help="allow AUTH without TLS (otherwise 538 5.7.11)"
+    )
+    tls.add_argument(
+        "--auth-required", action="store_true", help="refuse MAIL until authenticated (530 5.7.0)"
+    )
+
+    lim = p.add_argument_group("limits and timeouts")
+    lim.add_argument(
+        "--max-message-size",
+        type=_positive_int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        metavar="BYTES",
+        help="advertised as SIZE; bigger messages get 552 5.3.4",
+    )
+    lim.add_argument(
+        "--max-recipients",
+        type=_positive_int,
+        default=DEFAULT_MAX_RECIPIENTS,
+        metavar="N",
+        help="more recipients get 452 4.5.3",
+    )
+    lim.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="more connections get 421 4.7.0",
+    )
+    lim.add_argument(
+        "--max-connections-per-ip",
+        type=_positive_int,
+        default=DEFAULT_MAX_CONNECTIONS_PER_IP,
+        metavar="N",
+        help="likewise, per client address",
+    )
+    lim.add_argument(
+        "--command-timeout",
+        type=_seconds,
+        default=DEFAULT_COMMAND_TIMEOUT,
+        metavar="SECONDS",
+        help="time allowed to send a whole command line",
+    )
+    lim.add_argument(
+        "--data-timeout",
+        type=_seconds,
+        default=DEFAULT_DATA_TIMEOUT,
+        metavar="SECONDS",
+        help="time allowed for a whole DATA or BDAT transfer",
+    )
+    lim.add_argument(
+        "--hook-timeout",
+        type=_seconds,
+        default=DEFAULT_HOOK_TIMEOUT,
+        metavar="SECONDS",
+        help="time a hook or sink may take (then 451 4.3.0)",
+    )
+    lim.add_argument(
+        "--shutdown-grace",
+        type=_seconds,
+        default=DEFAULT_SHUTDOWN_GRACE,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, time transactions get to finish before 421",
+    )
+    lim.add_argument(
+        "--bare-lf",
+        choices=("normalize", "reject"),
+        default="normalize",
+        help="what a bare LF or CR in DATA gets: rewritten to CRLF, or 550 5.6.0",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        type=str.lower,
+        help="least severe level logged",
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``config`` mapping that the parsed flags describe."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_port is not None and args.tls_cert is None:
+        raise ValueError("--tls-port needs --tls-cert and --tls-key")
+    if args.require_tls and args.tls_cert is None:
+        raise ValueError("--require-tls needs --tls-cert and --tls-key")
+    for flag, value in (
+        ("--command-timeout", args.command_timeout),
+        ("--data-timeout", args.data_timeout),
+        ("--hook-timeout", args.hook_timeout),
+    ):
+        if value <= 0:
+            raise ValueError(f"{flag} must be more than 0, not {value!r}")
+    config: dict[str, Any] = {
+        "host": args.host or [DEFAULT_HOST],
+        "port": args.port,
+        "hostname": args.hostname,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_port": args.tls_port,
+        "require_tls": args.require_tls,
+        "auth_file": args.auth_file,
+        "auth_insecure": args.auth_insecure,
+        "auth_required": args.auth_required,
+        "max_message_size": args.max_message_size,
+        "max_recipients": args.max_recipients,
+        "max_connections": args.max_connections,
+        "max_connections_per_ip": args.max_connections_per_ip,
+        "command_timeout": args.command_timeout,
+        "data_timeout": args.data_timeout,
+        "hook_timeout": args.hook_timeout,
+        "shutdown_grace": args.shutdown_grace,
+        "bare_lf": args.bare_lf,
+        "lmtp": args.lmtp,
+        "proxy_protocol": args.proxy_protocol,
+        "log_level": args.log_level,
+    }
+    if args.proxy_from:
+        config["proxy_from"] = args.proxy_from
+    return config
+
+
+def make_sink(args: argparse.Namespace, logger: Any) -> Any:
+    """The sink the flags ask for."""
+    from .sinks import MaildirSink, MboxSink, PrintSink, RelaySink
+
+    if args.maildir:
+        return MaildirSink(args.maildir)
+    if args.mbox:
+        parent = os.path.dirname(os.path.abspath(args.mbox))
+        if not os.path.isdir(parent):
+            raise ValueError(f"--mbox {args.mbox!r}: directory {parent!r} does not exist")
+        return MboxSink(args.mbox)
+    if args.relay:
+        host, port = args.relay
+        return RelaySink(host, port)
+    return PrintSink(logger, print_body=args.print_body)
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    return 2
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from ._logger import Logger
+    from ._server import Server
+
+    try:
+        config = config_from_args(args)
+        logger = Logger(level=args.log_level)
+        if args.workers > 1:
+            from ._workers import run_workers
+
+            return run_workers(args, config)
+        sink = make_sink(args, logger)
+        server = Server({"config": config}, {"logger": logger, "sink": sink})
+    except (ValueError, TypeError, OSError) as exc:
+        return _fail(str(exc))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        return 0
+    except BaseException as exc:
+        leaf = _leaf(exc)
+        if isinstance(leaf, OSError):
+            return _fail(str(leaf.strerror or leaf))
+        if isinstance(leaf, KeyboardInterrupt):
+            return 0
+        raise
+    return 0

@@ -1,0 +1,195 @@
+"""The server's settings: what ``schema["config"]`` and the command line set."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from .engine import BareLineEndings, EngineConfig
+from .engine._config import (
+    DEFAULT_MAX_AUTH_FAILURES,
+    DEFAULT_MAX_BAD_COMMANDS,
+    DEFAULT_MAX_DATA_LINE,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_RECIPIENTS,
+)
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 1337
+DEFAULT_MAX_CONNECTIONS: Final = 1000
+DEFAULT_MAX_CONNECTIONS_PER_IP: Final = 50
+#: RFC 5321 §4.5.3.2.7: the server should wait at least 5 minutes for a command.
+DEFAULT_COMMAND_TIMEOUT: Final = 300.0
+DEFAULT_DATA_TIMEOUT: Final = 600.0
+DEFAULT_HOOK_TIMEOUT: Final = 60.0
+DEFAULT_SHUTDOWN_GRACE: Final = 30.0
+DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 30.0
+DEFAULT_PROXY_TIMEOUT: Final = 10.0
+DEFAULT_PROXY_FROM: Final = ("127.0.0.0/8", "::1/128")
+
+
+def _hosts(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _port(_inst: object, attr: attrs.Attribute[Any], value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"{attr.name} must be a port number from 0 to 65535, not {value!r}")
+
+
+def _positive_number(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{attr.name} must be a positive number, not {value!r}")
+
+
+def _non_negative_number(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{attr.name} must be a number of seconds >= 0, not {value!r}")
+
+
+def _bare_lf(value: Any) -> BareLineEndings:
+    try:
+        return BareLineEndings(value)
+    except ValueError:
+        raise ValueError(f"bare_lf must be 'normalize' or 'reject', not {value!r}") from None
+
+
+def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    items = (value,) if isinstance(value, str) else tuple(value)
+    nets = []
+    for item in items:
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"proxy_from: {item!r} is not an address or CIDR network") from None
+    return tuple(nets)
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Everything a :class:`~trio_smtp.Server` is set up with.
+
+    Each attribute matches a command-line flag (``max_message_size`` is
+    ``--max-message-size``); see the README for their meaning. Timeouts are in seconds.
+    """
+
+    host: tuple[str, ...] = attrs.field(default=(DEFAULT_HOST,), converter=_hosts)
+    port: int | None = attrs.field(default=DEFAULT_PORT, validator=_port)
+    hostname: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_sni: Mapping[str, tuple[str, str]] | None = None
+    tls_port: int | None = attrs.field(default=None, validator=_port)
+    require_tls: bool = False
+    auth_file: str | None = None
+    auth_insecure: bool = False
+    auth_required: bool = False
+    auth_mechanisms: tuple[str, ...] = attrs.field(default=("PLAIN", "LOGIN"), converter=_as_tuple)
+    max_message_size: int | None = attrs.field(
+        default=DEFAULT_MAX_MESSAGE_SIZE, validator=_positive_number
+    )
+    max_recipients: int = attrs.field(default=DEFAULT_MAX_RECIPIENTS, validator=_positive_number)
+    max_line_length: int | None = attrs.field(
+        default=DEFAULT_MAX_DATA_LINE, validator=_positive_number
+    )
+    max_bad_commands: int = attrs.field(
+        default=DEFAULT_MAX_BAD_COMMANDS, validator=_positive_number
+    )
+    max_auth_failures: int = attrs.field(
+        default=DEFAULT_MAX_AUTH_FAILURES, validator=_positive_number
+    )
+    max_connections: int = attrs.field(default=DEFAULT_MAX_CONNECTIONS, validator=_positive_number)
+    max_connections_per_ip: int = attrs.field(
+        default=DEFAULT_MAX_CONNECTIONS_PER_IP, validator=_positive_number
+    )
+    command_timeout: float = attrs.field(
+        default=DEFAULT_COMMAND_TIMEOUT, validator=_positive_number
+    )
+    data_timeout: float = attrs.field(default=DEFAULT_DATA_TIMEOUT, validator=_positive_number)
+    hook_timeout: float = attrs.field(default=DEFAULT_HOOK_TIMEOUT, validator=_positive_number)
+    tls_handshake_timeout: float = attrs.field(
+        default=DEFAULT_TLS_HANDSHAKE_TIMEOUT, validator=_positive_number
+    )
+    shutdown_grace: float = attrs.field(
+        default=DEFAULT_SHUTDOWN_GRACE, validator=_non_negative_number
+    )
+    bare_lf: BareLineEndings = attrs.field(default=BareLineEndings.NORMALIZE, converter=_bare_lf)
+    lmtp: bool = False
+    proxy_protocol: bool = False
+    proxy_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(
+        default=DEFAULT_PROXY_FROM, converter=_networks
+    )
+    proxy_timeout: float = attrs.field(default=DEFAULT_PROXY_TIMEOUT, validator=_positive_number)
+    log_level: str = "info"
+
+    def __attrs_post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_port is not None and self.tls_cert is None:
+            raise ValueError(f"tls_port {self.tls_port!r} needs tls_cert and tls_key")
+        if self.require_tls and self.tls_cert is None:
+            raise ValueError("require_tls needs tls_cert and tls_key")
+        if not self.host:
+            raise ValueError("host must name at least one address")
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether a certificate is configured."""
+        return self.tls_cert is not None
+
+    def engine_config(self, hostname: str, *, auth: bool) -> EngineConfig:
+        """The engine settings these server settings imply."""
+        return EngineConfig(
+            hostname=hostname,
+            lmtp=self.lmtp,
+            proxy_protocol=self.proxy_protocol,
+            max_data_line=self.max_line_length,
+            max_message_size=self.max_message_size,
+            max_recipients=self.max_recipients,
+            max_bad_commands=self.max_bad_commands,
+            max_auth_failures=self.max_auth_failures,
+            bare_line_endings=self.bare_lf,
+            starttls=self.tls_enabled,
+            require_tls=self.require_tls,
+            auth_mechanisms=self.auth_mechanisms if auth else (),
+            auth_insecure=self.auth_insecure,
+            auth_required=self.auth_required,
+        )
+
+
+CONFIG_KEYS: Final = frozenset(a.name for a in attrs.fields(ServerConfig))
+
+
+def make_config(value: ServerConfig | Mapping[str, Any] | None) -> ServerConfig:
+    """Build a :class:`ServerConfig` from a mapping, naming unknown keys.
+
+    Raises:
+        ValueError: for unknown keys or bad values.
+    """
+    if value is None:
+        return ServerConfig()
+    if isinstance(value, ServerConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"config must be a mapping or a ServerConfig, not {value!r}")
+    unknown = sorted(str(k) for k in value if k not in CONFIG_KEYS)
+    if unknown:
+        raise ValueError(
+            f"unknown config key {unknown[0]!r}"
+            + (f" (and {', '.join(map(repr, unknown[1:]))})" if unknown[1:] else "")
+            + f"; known keys: {', '.join(sorted(CONFIG_KEYS))}"
+        )
+    return ServerConfig(**value)
