@@ -1,0 +1,79 @@
+"""trio_smtp.testing: the pytest fixtures and ThreadedServer, used the way an app's tests would."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import threading
+import time
+
+import pytest
+import trio
+
+from trio_smtp import Reply
+from trio_smtp.testing import ThreadedServer
+
+
+def _send(host: str, port: int, subject: str, to: list[str] | None = None) -> dict[str, object]:
+    with smtplib.SMTP(host, port, timeout=10) as s:
+        return s.sendmail("app@example.org", to or ["user@example.com"],
+                          f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+
+
+def test_threaded_fixture_collects_messages_from_sync_code(threaded_smtp_server) -> None:
+    _send(threaded_smtp_server.host, threaded_smtp_server.port, "Welcome")
+    threaded_smtp_server.wait_for(1)
+    [mail] = threaded_smtp_server.messages
+    assert mail.message["Subject"] == "Welcome"
+    assert mail.rcpt_tos == ["user@example.com"]
+    threaded_smtp_server.reset()
+    assert threaded_smtp_server.messages == []
+
+
+async def test_trio_fixture_runs_in_the_tests_event_loop(smtp_server) -> None:
+    assert trio.lowlevel.current_trio_token() is smtp_server.server._token
+    await trio.to_thread.run_sync(_send, smtp_server.host, smtp_server.port, "Hi")
+    assert [m.message["Subject"] for m in smtp_server.messages] == ["Hi"]
+    smtp_server.reset()
+    assert smtp_server.messages == []
+
+
+def test_threaded_server_starts_fast_and_stops_cleanly() -> None:
+    before = threading.active_count()
+    started = time.monotonic()
+    with ThreadedServer() as smtp:
+        assert time.monotonic() - started < 1.0
+        assert smtp.port > 0
+        _send(smtp.host, smtp.port, "one")
+        smtp.wait_for(1)
+    assert threading.active_count() == before
+    with pytest.raises(OSError):
+        socket.create_connection((smtp.host, smtp.port), timeout=1).close()
+
+
+def test_threaded_server_raises_at_once_when_the_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(OSError, match="Address already in use"):
+            ThreadedServer({"config": {"port": port}}).start()
+        assert time.monotonic() - started < 2.0
+
+
+def test_threaded_server_takes_hooks_like_server() -> None:
+    def rcpt(ctx):
+        if ctx.address != "known@example.com":
+            raise Reply(550, "5.1.1 no such user")
+
+    with ThreadedServer({"events": {"RCPT": rcpt}}) as smtp:
+        refused = _send(smtp.host, smtp.port, "x", ["known@example.com", "other@example.com"])
+        assert refused == {"other@example.com": (550, b"5.1.1 no such user")}
+        smtp.wait_for(1)
+        assert smtp.messages[0].rcpt_tos == ["known@example.com"]
+
+
+def test_wait_for_names_what_arrived_on_timeout() -> None:
+    with ThreadedServer() as smtp, pytest.raises(TimeoutError, match="expected 1 message.*got 0"):
+        smtp.wait_for(1, timeout=0.05)
