@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="N processes sharing the port (SO_REUSEPORT)",
     )
+    net.add_argument("--worker-id", type=_positive_int, help=argparse.SUPPRESS)
 
     sinks = p.add_argument_group("delivery (one of; default: log a line per message)")
     ex = sinks.add_mutually_exclusive_group()
@@ -269,6 +270,9 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "proxy_protocol": args.proxy_protocol,
         "log_level": args.log_level,
     }
+    if args.worker_id is not None:
+        config["reuse_port"] = True
+        config["worker"] = args.worker_id
     if args.proxy_from:
         config["proxy_from"] = args.proxy_from
     return config
@@ -304,6 +308,7 @@ def _leaf(exc: BaseException) -> BaseException:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from ._logger import Logger
     from ._server import Server
@@ -314,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers > 1:
             from ._workers import run_workers
 
-            return run_workers(args, config)
+            return run_workers(args, config, argv)
         sink = make_sink(args, logger)
         server = Server({"config": config}, {"logger": logger, "sink": sink})
     except (ValueError, TypeError, OSError) as exc:

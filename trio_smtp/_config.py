@@ -134,6 +134,10 @@ class ServerConfig:
     )
     proxy_timeout: float = attrs.field(default=DEFAULT_PROXY_TIMEOUT, validator=_positive_number)
     log_level: str = "info"
+    #: Share the port with other processes (SO_REUSEPORT); set by ``--workers``.
+    reuse_port: bool = False
+    #: The worker number under ``--workers``, shown in the start line with the pid.
+    worker: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import errno
 import ipaddress
+import os
 import signal
 import socket
 import ssl
@@ -26,6 +27,7 @@ from .sinks import PrintSink
 _CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _BUSY: Final = Reply(421, "4.7.0 too many connections, try again later")
 _REFUSE_TIMEOUT: Final = 2.0
+_BACKLOG: Final = 1024
 
 Authenticator = Callable[[str, str, str], bool]
 
@@ -150,7 +152,12 @@ class Server:
             for port, implicit in ports:
                 for host in cfg.host:
                     try:
-                        listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
+                        if cfg.reuse_port:
+                            listeners = [await _reuse_port_listener(host, port)]
+                        else:
+                            listeners = await trio.open_tcp_listeners(
+                                port, host=host, backlog=_BACKLOG
+                            )
                     except OSError as exc:
                         raise OSError(
                             exc.errno, f"cannot listen on {_hostport((host, port))}: {exc.strerror}"
@@ -178,7 +185,10 @@ class Server:
                     for listener, implicit in listeners:
                         acceptors.start_soon(self._accept_loop, listener, implicit, connections)
                     for host, port in self.addresses:
-                        self.logger.log(f"Server start on ip: {host} port: {port}")
+                        suffix = ""
+                        if self.config.worker is not None:
+                            suffix = f" pid: {os.getpid()} worker: {self.config.worker}"
+                        self.logger.log(f"Server start on ip: {host} port: {port}{suffix}")
                     task_status.started(list(self.addresses))
                     await self._shutdown_event.wait()
                     acceptors.cancel_scope.cancel()
@@ -315,6 +325,28 @@ class Server:
             nursery.start_soon(watch)
             await self.serve()
             nursery.cancel_scope.cancel()
+
+
+async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
+    """A listener that shares its port with other processes (``--workers``)."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError(errno.ENOTSUP, "SO_REUSEPORT is not available on this platform")
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST
+    )
+    family, type_, proto, _, sockaddr = infos[0]
+    sock = trio.socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        await sock.bind(sockaddr)
+        sock.listen(_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
 
 
 def _addr(name: Any) -> tuple[str, int]:
