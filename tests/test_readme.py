@@ -78,16 +78,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 def _serve(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 @pytest.mark.parametrize(("kind", "code"), BLOCKS, ids=_ids())
 def test_readme_block(kind: list[str], code: str, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if kind[0] == "exec":
-        result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                                capture_output=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr.decode()
     elif kind[0] == "serve":
         with _serve([sys.executable, "-c", code], tmp_path, env) as proc:
@@ -98,9 +98,21 @@ def test_readme_block(kind: list[str], code: str, tmp_path: Path) -> None:
             assert b"readme@example.org" in proc.stdout.read()  # type: ignore[union-attr]
     elif kind[0] == "pytest":
         (tmp_path / "test_from_readme.py").write_text(code)
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                 str(tmp_path / "test_from_readme.py")],
-                                cwd=tmp_path, env=env, capture_output=True, timeout=120)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                str(tmp_path / "test_from_readme.py"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
         assert b"1 passed" in result.stdout
     elif kind[0] == "cli-serve":

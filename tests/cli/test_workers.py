@@ -1,0 +1,164 @@
+"""--workers: several processes on one port, a supervisor that restarts them, no lost mail."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import mailbox
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+START = re.compile(
+    rb"\[LOG\] - Server start on ip: 127\.0\.0\.1 port: (\d+) pid: (\d+) worker: (\d+)"
+)
+
+
+class Workers:
+    def __init__(self, tmp_path: Path, n: int) -> None:
+        self.maildir = tmp_path / "mail"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trio_smtp",
+                "--workers",
+                str(n),
+                "--port",
+                "0",
+                "--hostname",
+                "mx.test",
+                "--maildir",
+                str(self.maildir),
+                "--log-level",
+                "log",
+            ],
+            stderr=subprocess.PIPE,
+        )
+        self.pids: dict[int, int] = {}
+        self.port = 0
+        self.lines: list[bytes] = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait_workers(set(range(1, n + 1)))
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line)
+                m = START.search(line)
+                if m:
+                    self.port = int(m.group(1))
+                    self.pids[int(m.group(3))] = int(m.group(2))
+                self._cond.notify_all()
+
+    def wait_workers(
+        self, workers: set[int], exclude: set[int] = frozenset(), timeout: float = 20
+    ) -> None:
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: workers <= set(self.pids) and not (set(self.pids.values()) & exclude),
+                timeout,
+            )
+        assert ok, b"".join(self.lines).decode()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
+
+
+def _send_many(port: int, count: int, tag: str) -> list[str]:
+    """Send messages on fresh connections; returns the ids of those that got 250."""
+    accepted = []
+    for i in range(count):
+        mid = f"{tag}-{i}"
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+                s.sendmail(
+                    "load@example.org",
+                    ["sink@example.com"],
+                    f"Subject: {mid}\r\nMessage-ID: <{mid}@test>\r\n\r\nbody\r\n".encode(),
+                )
+            accepted.append(mid)
+        except (smtplib.SMTPException, OSError):
+            pass  # a worker died under us: not acknowledged, so not counted
+    return accepted
+
+
+def _subjects(maildir: Path) -> list[str]:
+    return [str(m["Subject"]) for m in mailbox.Maildir(maildir, create=False)]
+
+
+def test_two_workers_deliver_2000_messages_and_share_the_load(tmp_path: Path) -> None:
+    w = Workers(tmp_path, 2)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda t: _send_many(w.port, 250, f"t{t}"), range(8)))
+        accepted = [mid for r in results for mid in r]
+        assert len(accepted) == 2000
+    finally:
+        assert w.stop() == 0
+    subjects = _subjects(w.maildir)
+    assert sorted(subjects) == sorted(accepted)
+    # Both workers served: each logged accepted messages under its own pid.
+    log = b"".join(w.lines)
+    assert log.count(b"Server start on ip") == 2
+
+
+def test_killing_a_worker_loses_no_acknowledged_message_and_it_is_restarted(tmp_path: Path) -> None:
+    w = Workers(tmp_path, 2)
+    try:
+        victim = w.pids[1]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(_send_many, w.port, 100, f"k{t}") for t in range(4)]
+            time.sleep(0.3)
+            os.kill(victim, signal.SIGKILL)
+            accepted = [mid for f in futures for mid in f.result()]
+        w.wait_workers({1}, exclude={victim})
+        assert w.pids[1] != victim
+        # The restarted worker serves too.
+        assert _send_many(w.port, 20, "after") and len(accepted) > 0
+    finally:
+        assert w.stop() == 0
+    stored = set(_subjects(w.maildir))
+    missing = [mid for mid in accepted if mid not in stored]
+    assert missing == [], f"{len(missing)} acknowledged messages are not in the Maildir"
+    assert any(b"exited with status" in line for line in w.lines)
+
+
+def test_sigterm_drains_all_workers_and_exits_0(tmp_path: Path) -> None:
+    w = Workers(tmp_path, 2)
+    pids = list(w.pids.values())
+    assert w.stop() == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_workers_share_one_port_with_so_reuseport(tmp_path: Path) -> None:
+    w = Workers(tmp_path, 2)
+    try:
+        # /proc/net/tcp: local address is "IP:PORT" in hex, state 0A is LISTEN.
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        listening = [
+            r for r in rows if r.split()[1].endswith(f":{w.port:04X}") and r.split()[3] == "0A"
+        ]
+        assert len(listening) == 2, listening
+    finally:
+        assert w.stop() == 0
