@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Final, IO
+from typing import IO, Final
 
 import attrs
 
@@ -137,9 +137,7 @@ def start_server(
     env = dict(os.environ)
     # Let the trio server import the checkout without installing it; an installed copy of
     # the same tree would shadow nothing that matters.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, str(script), "--port", "0", *extra_args],

@@ -78,9 +78,14 @@ async def _serve(args: argparse.Namespace) -> None:
     server = await loop.create_server(
         factory, host=args.host, port=args.port, backlog=LISTEN_BACKLOG
     )
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(signum, request_stop)
     port = server.sockets[0].getsockname()[1]
     print(f"READY {port}", flush=True)
     async with server:

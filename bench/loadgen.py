@@ -457,7 +457,8 @@ async def _run_steps_async(
         if tuple(codes) != step.expect:
             raise _UnexpectedReply(f"expected {step.expect!r}, got {tuple(codes)!r}")
         if step.starttls:
-            assert tls is not None and proto.transport is not None
+            assert tls is not None
+            assert proto.transport is not None
             if proto.buf or proto.codes:
                 raise _UnexpectedReply("bytes after the STARTTLS reply")
             loop = asyncio.get_running_loop()
@@ -573,9 +574,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
     for n in sessions_per_proc:
         counts = [c for c in session_counts[first : first + n] if c]
         first += n
-        worker = context.Process(
-            target=_worker, args=(spec, counts, barrier, results), daemon=True
-        )
+        worker = context.Process(target=_worker, args=(spec, counts, barrier, results), daemon=True)
         worker.start()
         workers.append(worker)
     try:

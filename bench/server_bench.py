@@ -19,6 +19,7 @@ import argparse
 import datetime
 import importlib.metadata
 import json
+import os
 import platform
 import resource
 import shutil
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
-
 import loadgen
 from _servers import (
     BENCH_DIR,
@@ -50,6 +50,11 @@ QUICK_REPS: Final = 3
 #: Seconds one generator run may take before it counts as hung.
 RUN_TIMEOUT: Final = 300.0
 SMTP_SOURCE: Final = "smtp-source"
+#: Seconds of idle machine sampled before each scenario to spot other load.
+BACKGROUND_SAMPLE: Final = 1.0
+#: Above this many cores' worth of other activity the numbers are flagged as noisy.
+BACKGROUND_WARNING: Final = 0.15
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 @attrs.frozen(kw_only=True)
@@ -112,8 +117,8 @@ SCENARIOS: Final = {
             size=1024 * 1024,
             sessions=4,
             mode="persistent",
-            messages=160,
-            quick_messages=60,
+            messages=240,
+            quick_messages=80,
             smtp_source_ok=False,
             driver="asyncio",
             procs=1,
@@ -168,6 +173,26 @@ class Run:
         return data
 
 
+def _machine_cpu_seconds() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine so far, from ``/proc/stat``."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    return (total - idle) / _CLOCK_TICKS, total / _CLOCK_TICKS
+
+
+def background_load(seconds: float = BACKGROUND_SAMPLE) -> float:
+    """Cores' worth of CPU the rest of the machine uses while no benchmark load runs."""
+    busy_before, total_before = _machine_cpu_seconds()
+    time.sleep(seconds)
+    busy_after, total_after = _machine_cpu_seconds()
+    cores = os.cpu_count() or 1
+    elapsed_cores = total_after - total_before
+    return cores * (busy_after - busy_before) / elapsed_cores if elapsed_cores else 0.0
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -182,7 +207,9 @@ def _generator_name(scenario: Scenario, choice: str) -> str:
     return f"loadgen ({scenario.driver}, {scenario.procs} proc)"
 
 
-def _generate(scenario: Scenario, generator: str, port: int, messages: int) -> tuple[int, int, float, str]:
+def _generate(
+    scenario: Scenario, generator: str, port: int, messages: int
+) -> tuple[int, int, float, str]:
     """Send ``messages`` to ``port``; return delivered, errors, elapsed and a note."""
     if generator == SMTP_SOURCE:
         command = [SMTP_SOURCE, "-l", str(scenario.size), "-m", str(messages)]
@@ -251,6 +278,8 @@ class ScenarioResult:
     labels: list[str]
     runs: list[Run] = attrs.Factory(list)
     failures: dict[str, str] = attrs.Factory(dict)
+    #: Cores' worth of CPU used by other processes just before the scenario started.
+    background: float = 0.0
 
     def runs_of(self, label: str) -> list[Run]:
         return [run for run in self.runs if run.server == label]
@@ -279,6 +308,7 @@ class ScenarioResult:
             "medians": medians,
             "ratio": self.ratio(),
             "failures": self.failures,
+            "background_cpu_cores": self.background,
             "runs": [run.as_dict() for run in self.runs],
         }
 
@@ -309,6 +339,14 @@ def run_scenario(
     labels = [kinds[0], kinds[1] if kinds[1] != kinds[0] else f"{kinds[1]}#2"]
     generator = _generator_name(scenario, generator_choice)
     result = ScenarioResult(scenario=scenario, generator=generator, labels=labels)
+    result.background = background_load()
+    if result.background > BACKGROUND_WARNING:
+        print(
+            f"!! {scenario.name}: other processes use {result.background:.2f} cores of "
+            f"{os.cpu_count()} right now; expect noisy numbers",
+            file=sys.stderr,
+            flush=True,
+        )
     messages = scenario.quick_messages if quick else scenario.messages
     servers: list[ServerProcess] = []
     try:
@@ -339,10 +377,14 @@ def run_scenario(
                     continue
                 run = _measure(scenario, generator, server, messages, rep)
                 result.runs.append(run)
-                status = f"{run.messages_per_second:8.0f} msg/s {run.megabytes_per_second:7.2f} MB/s"
+                status = (
+                    f"{run.messages_per_second:8.0f} msg/s {run.megabytes_per_second:7.2f} MB/s"
+                )
                 extra = f"  {run.errors} errors: {run.note}" if run.errors or run.note else ""
-                print(f"   {scenario.name:16} rep {rep + 1}/{reps} {server.label:10} {status}{extra}",
-                      flush=True)
+                print(
+                    f"   {scenario.name:16} rep {rep + 1}/{reps} {server.label:10} {status}{extra}",
+                    flush=True,
+                )
     finally:
         for server in servers:
             server.stop()
@@ -358,7 +400,9 @@ def render_table(results: list[ScenarioResult]) -> str:
     if not results:
         return ""
     a, b = results[0].labels
-    short = {label: label.replace("trio_smtp", "trio").replace("aiosmtpd", "aio") for label in (a, b)}
+    short = {
+        label: label.replace("trio_smtp", "trio").replace("aiosmtpd", "aio") for label in (a, b)
+    }
     lines = [
         f"| scenario | generator | {a} msg/s | {b} msg/s | ratio | "
         f"{short[a]} MB/s | {short[b]} MB/s |",
@@ -375,10 +419,12 @@ def render_table(results: list[ScenarioResult]) -> str:
         )
     lines += [
         "",
-        "CPU use during the measured runs (median % of one core; 100% = the server is saturated):",
+        "CPU use during the measured runs (median % of one core; 100% = the server is saturated;"
+        " other load: % of a core used by other processes just before the scenario):",
         "",
-        f"| scenario | {a} CPU | generator CPU vs {a} | {b} CPU | generator CPU vs {b} | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| scenario | {a} CPU | generator CPU vs {a} | {b} CPU | generator CPU vs {b} "
+        "| other load before | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         cells = []
@@ -389,6 +435,7 @@ def render_table(results: list[ScenarioResult]) -> str:
             cells.append(_fmt(statistics.median(server) if server else None, ".0f"))
             cells.append(_fmt(statistics.median(gen) if gen else None, ".0f"))
         errors = sum(run.errors for run in r.runs)
+        cells.append(f"{100 * r.background:.0f}")
         lines.append(f"| {r.scenario.name} | " + " | ".join(cells) + f" | {errors} |")
     return "\n".join(lines)
 
@@ -416,8 +463,6 @@ def _git_commit() -> str | None:
 
 
 def _environment() -> dict[str, Any]:
-    import os
-
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
