@@ -9,6 +9,7 @@ bytes the engine wrote.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from trio_smtp.engine import (
     NEED_DATA,
@@ -19,14 +20,17 @@ from trio_smtp.engine import (
     Event,
     MessageData,
     Reply,
+    State,
 )
 
 #: What a scripted answer returns: ``None`` for the event's default reply.
 Answer = Reply | Sequence[Reply] | None
 Answerer = Callable[[Event], Answer]
+E = TypeVar("E", bound=Event)
 
 
-def _default(_event: Event) -> Answer:
+def default_answer(_event: Event) -> Answer:
+    """Answer every event with its default reply."""
     return None
 
 
@@ -44,7 +48,7 @@ class Driver:
         self,
         config: EngineConfig | None = None,
         *,
-        answer: Answerer = _default,
+        answer: Answerer = default_answer,
         greet: bool = True,
         tls_active: bool = False,
     ) -> None:
@@ -67,6 +71,10 @@ class Driver:
             if isinstance(event, ConnectionClosed):
                 return event
         return None
+
+    def state(self) -> State:
+        """The engine's state now (a call, so type checkers do not narrow it)."""
+        return self.engine.state
 
     def pump(self) -> list[Event]:
         """Pull events until the engine needs data, pauses or closes; return them."""
@@ -112,7 +120,7 @@ class Driver:
                 new.extend(self.feed(chunk))
         return new
 
-    def of_type(self, kind: type[Event]) -> list[Event]:
+    def of_type(self, kind: type[E]) -> list[E]:
         """The events seen so far of type ``kind``."""
         return [e for e in self.events if isinstance(e, kind)]
 
@@ -147,7 +155,7 @@ def session(
     data: bytes | Iterable[bytes],
     config: EngineConfig | None = None,
     *,
-    answer: Answerer = _default,
+    answer: Answerer = default_answer,
     tls_active: bool = False,
 ) -> Driver:
     """A greeted session fed ``data`` (one chunk, or several)."""

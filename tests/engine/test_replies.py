@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import trio_smtp.engine as engine
-from trio_smtp.engine import REPLY_CODES, Noop, Reply
+from trio_smtp.engine import REPLY_CODES, EngineConfig, Noop, Reply
 
 from ._helpers import Driver
 
@@ -149,3 +151,34 @@ def test_hook_style_reply_without_enhanced_code_gets_one_on_the_wire() -> None:
 def test_hook_style_multi_line_reply_on_the_wire() -> None:
     driver = Driver(answer=lambda e: Reply(250, "one\ntwo") if isinstance(e, Noop) else None)
     assert driver.send(b"NOOP\r\n") == b"250-2.0.0 one\r\n250 2.0.0 two\r\n"
+
+
+def test_every_reply_but_greeting_helo_and_intermediate_ones_has_an_enhanced_code() -> None:
+    # RFC 2034 §3: all replies except the greeting and the HELO/EHLO replies.
+    config = EngineConfig(
+        auth_mechanisms=("PLAIN", "LOGIN"), auth_insecure=True, max_message_size=100
+    )
+    driver = Driver(config)
+    greeting = driver.output
+    helo = driver.send(b"HELO c\r\n")
+    ehlo = driver.send(b"EHLO c\r\n")
+    rest = driver.send(
+        b"FOO\r\n\r\nTURN\r\nRCPT TO:<a@b>\r\nMAIL FROM:<a b>\r\nMAIL FROM:<a@b> X=1\r\n"
+        b"MAIL FROM:<a@b> SIZE=1000\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\n"
+        b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 2\r\nxyBDAT 200 LAST\r\n"
+        + b"z"
+        * 200
+        + b"RSET\r\n"
+        b"AUTH LOGIN\r\n*\r\nAUTH PLAIN AGEAYg==\r\nAUTH CRAM\r\nVRFY x\r\nEXPN y\r\nHELP\r\n"
+        b"NOOP\r\nSTARTTLS\r\nDATA\r\nQUIT\r\n"
+    )
+    assert greeting == b"220 localhost ESMTP trio_smtp\r\n"
+    assert helo == b"250 localhost\r\n"
+    assert all(not re.match(rb"250[ -]\d\.\d", line) for line in ehlo.splitlines())
+    lines = rest.splitlines()
+    assert len(lines) >= 25
+    for line in lines:
+        if line[:3] in (b"334", b"354"):
+            continue
+        assert re.fullmatch(rb"(\d)\d\d [245]\.\d{1,3}\.\d{1,3}( .*)?", line), line
+        assert line[0] == line[4], line  # the class matches the code
