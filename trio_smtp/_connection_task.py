@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import math
 import secrets
 import ssl
 from collections.abc import Callable, Mapping
@@ -52,6 +53,7 @@ from .engine import (
     TLSUpgrade,
 )
 from .engine._proxy import ProxyHeaderError, parse_proxy_header
+from .engine._state import SEQUENCE
 from .sinks import PrintSink
 
 if TYPE_CHECKING:
@@ -163,7 +165,8 @@ class ConnectionTask:
         self._messages = 0
         self._command_deadline: float | None = None
         self._data_deadline: float | None = None
-        self._read_scope: trio.CancelScope | None = None
+        self._io_scope: trio.CancelScope | None = None
+        self._reading = False
         self._shutdown = False
         self._counted_ip: str | None = None
 
@@ -175,8 +178,8 @@ class ConnectionTask:
     def begin_shutdown(self) -> None:
         """Ask the connection to finish its transaction, then say 421 and close."""
         self._shutdown = True
-        scope = self._read_scope
-        if scope is not None and not self.engine.in_transaction:
+        scope = self._io_scope
+        if scope is not None and self._reading and not self.engine.in_transaction:
             scope.cancel()
 
     async def run(self) -> None:
@@ -251,16 +254,22 @@ class ConnectionTask:
     # ------------------------------------------------------------------ the loop
 
     async def _loop(self) -> None:
+        # One cancel scope carries every I/O deadline of the connection: it is armed
+        # with the command or data deadline before each flush-and-read and disarmed
+        # while events are handled (hooks have their own timeout). One scope instead
+        # of two per command keeps Trio's per-scope cost off the per-command path.
+        with trio.CancelScope() as scope:
+            self._io_scope = scope
+            await self._events()
+        self._io_scope = None
+        if scope.cancelled_caught:
+            await self._timed_out()
+
+    async def _events(self) -> None:
         engine = self.engine
         while True:
             event = engine.next_event()
             if event is NEED_DATA:
-                await self._flush()
-                if self._shutdown and not engine.in_transaction and engine.state is State.COMMAND:
-                    engine.close(SHUTTING_DOWN)
-                    self.close_reason = "server shutdown"
-                    await self._flush()
-                    return
                 data = await self._receive()
                 if data is None:
                     return
@@ -272,6 +281,10 @@ class ConnectionTask:
             if isinstance(event, Command):
                 self._command_deadline = None
                 await self._command(event)
+                if not engine.in_transaction:
+                    # A BDAT transfer ended by RSET, EHLO or a refused chunk: its
+                    # deadline must not carry over to the next message.
+                    self._data_deadline = None
             elif isinstance(event, EndOfMessage):
                 self._data_deadline = None
                 await self._end_of_message(event)
@@ -302,7 +315,10 @@ class ConnectionTask:
                     await self._flush()
                     return
             elif isinstance(event, ConnectionClosed):
-                self.close_reason = event.reason
+                # Keep a more precise reason set while answering the command
+                # ("too many authentication failures", "closed by hook" ...).
+                if self.close_reason == "closed":
+                    self.close_reason = event.reason
                 await self._flush()
                 if event.reason == "starttls-injection":
                     self.logger.warn(
@@ -313,45 +329,73 @@ class ConnectionTask:
             else:  # PAUSED or an event this layer does not expect
                 return
 
-    async def _receive(self) -> bytes | None:
-        """Read from the client under the deadline of the current state."""
+    def _arm(self) -> None:
+        """Set the I/O deadline for the wait ahead: a whole command, or a whole body."""
+        scope = self._io_scope
+        assert scope is not None
         engine = self.engine
-        in_body = engine.state is State.DATA or engine.state is State.BDAT
-        now = trio.current_time()
-        if in_body:
+        if engine.state is State.DATA or engine.state is State.BDAT:
             if self._data_deadline is None:
-                self._data_deadline = now + self.config.data_timeout
-            deadline = self._data_deadline
+                self._data_deadline = trio.current_time() + self.config.data_timeout
+            scope.deadline = self._data_deadline
         else:
+            # RFC 5321 §4.5.3.2.7: the wait for a command. Set when the wait starts and
+            # kept until a whole line has arrived, so dribbling bytes does not extend it.
             if self._command_deadline is None:
-                self._command_deadline = now + self.config.command_timeout
-            deadline = self._command_deadline
-        size = BODY_READ_SIZE if in_body else COMMAND_READ_SIZE
-        with trio.CancelScope(deadline=deadline) as scope:
-            self._read_scope = scope
-            try:
-                return bytes(await self.stream.receive_some(size))
-            except (ssl.SSLError, trio.BrokenResourceError):
-                self.close_reason = "connection lost"
-                engine.close()
-                return None
-            finally:
-                self._read_scope = None
+                self._command_deadline = trio.current_time() + self.config.command_timeout
+            scope.deadline = self._command_deadline
+
+    async def _receive(self) -> bytes | None:
+        """Flush the replies of the batch, then read, under the armed deadline."""
+        self._arm()
+        await self._flush()
+        engine = self.engine
+        if self._shutdown and not engine.in_transaction and engine.state is State.COMMAND:
+            engine.close(SHUTTING_DOWN)
+            self.close_reason = "server shutdown"
+            await self._flush()
+            return None
+        in_body = engine.state is State.DATA or engine.state is State.BDAT
+        self._reading = True
+        try:
+            data = await self.stream.receive_some(BODY_READ_SIZE if in_body else COMMAND_READ_SIZE)
+        except (ssl.SSLError, trio.BrokenResourceError):
+            self.close_reason = "connection lost"
+            engine.close()
+            return None
+        finally:
+            self._reading = False
+        assert self._io_scope is not None
+        self._io_scope.deadline = math.inf
+        return bytes(data)
+
+    async def _timed_out(self) -> None:
+        """The armed deadline passed (or shutdown woke an idle read): 421 and close."""
+        engine = self.engine
         if self._shutdown and not engine.in_transaction:
             engine.close(SHUTTING_DOWN)
             self.close_reason = "server shutdown"
         else:
+            in_body = engine.state is State.DATA or engine.state is State.BDAT
             engine.close(DATA_TIMEOUT if in_body else IDLE_TIMEOUT)
             self.close_reason = "timeout"
-        await self._flush()
-        return None
+        with trio.move_on_after(FAREWELL_TIMEOUT):
+            try:
+                await self.stream.send_all(engine.data_to_send())
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
 
     async def _flush(self) -> None:
         data = self.engine.data_to_send()
-        if data:
-            # A client that never reads must not hold the task forever.
-            with trio.fail_after(self.config.command_timeout):
-                await self.stream.send_all(data)
+        if not data:
+            return
+        scope = self._io_scope
+        if scope is not None and scope.deadline != math.inf:
+            await self.stream.send_all(data)  # bounded by the armed deadline
+            return
+        # A client that never reads must not hold the task forever.
+        with trio.fail_after(self.config.command_timeout):
+            await self.stream.send_all(data)
 
     # ------------------------------------------------------------------ TLS and PROXY
 
@@ -405,6 +449,12 @@ class ConnectionTask:
                     break
                 if header is None:
                     continue
+                # The engine waits for this header too (State.PROXY): hand it the same
+                # octets so that it moves on to the greeting.
+                self.engine.receive_data(buf[:used])
+                self.engine.next_event()
+                if self.engine.state is not State.CONNECTED:
+                    break
                 if not header.local and header.source is not None:
                     self.session.peer = header.source
                     self.session.local = header.destination
@@ -637,9 +687,11 @@ class ConnectionTask:
         replies = await self._message_replies(mail, result, event)
         self.engine.respond(replies)
         self.mail = None
+        # SMTP has one reply for the whole message, LMTP one per recipient.
+        per_recipient = replies if self.config.lmtp else replies * len(mail.recipients)
         accepted = [
             r.address
-            for r, reply in zip(mail.recipients, replies, strict=False)
+            for r, reply in zip(mail.recipients, per_recipient, strict=True)
             if reply.is_positive
         ]
         if accepted:
@@ -650,6 +702,11 @@ class ConnectionTask:
                 f"Message accepted: id={mail.id} from=<{mail.mail_from}> "
                 f"to={','.join(f'<{a}>' for a in accepted)} size={len(mail.content)}"
             )
+            if self._shutdown:
+                # The message is stored: its 250 must go out even if the grace period
+                # ends now, or the client, told 421 instead, sends it again (a duplicate).
+                with trio.CancelScope(shield=True), trio.move_on_after(FAREWELL_TIMEOUT):
+                    await self._flush()
         else:
             self._message_refused(replies[0], mail)
 
@@ -700,4 +757,8 @@ def _loggable(line: str) -> str:
     """A command line safe to log: AUTH arguments (secrets) are cut off."""
     if line[:4].upper() == "AUTH":
         return line[:4] + " ..."
+    # A lone word that is no command may be a SASL response sent without waiting
+    # for a 334 that never came (AUTH refused): base64 credentials, never logged.
+    if " " not in line and line.upper() not in SEQUENCE:
+        return f"<{len(line)} characters not shown>"
     return line[:200]

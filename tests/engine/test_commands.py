@@ -399,13 +399,6 @@ def test_smtp_end_of_message_takes_exactly_one_reply() -> None:
         engine.respond([Reply(250, "a"), Reply(250, "b")])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: respond() clears the pending event before validating its argument, "
-        "so after a LocalProtocolError the engine moves on without having replied"
-    ),
-)
 def test_respond_with_a_bad_argument_leaves_the_event_pending() -> None:
     engine = Engine()
     engine.greet()

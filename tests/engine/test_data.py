@@ -401,13 +401,6 @@ def test_refused_data_without_pipelined_body_keeps_the_connection() -> None:
     assert driver.send(b"RSET\r\n") == b"250 2.0.0 OK\r\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug (inconsistency): a DATA the engine refuses itself (503 sequencing, 530, "
-        "BINARYMIME) does not get the 421 rule for a pipelined body, so the body runs as commands"
-    ),
-)
 def test_data_refused_by_the_engine_never_runs_a_pipelined_body() -> None:
     driver = Driver()
     driver.feed(EHLO)

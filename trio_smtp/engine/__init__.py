@@ -115,16 +115,155 @@ from ._events import (
 from ._events import (
     Vrfy as Vrfy,
 )
-from ._replies import *  # noqa: F403 - the named reply-code constants
+from ._replies import (
+    AUTH_CONTINUE as AUTH_CONTINUE,
+)
+from ._replies import (
+    AUTH_INVALID as AUTH_INVALID,
+)
+from ._replies import (
+    AUTH_MECHANISM_TOO_WEAK as AUTH_MECHANISM_TOO_WEAK,
+)
+from ._replies import (
+    AUTH_REQUIRED as AUTH_REQUIRED,
+)
+from ._replies import (
+    AUTH_SUCCEEDED as AUTH_SUCCEEDED,
+)
+from ._replies import (
+    BAD_SEQUENCE as BAD_SEQUENCE,
+)
+from ._replies import (
+    CANNOT_ACCOMMODATE_PARAMETERS as CANNOT_ACCOMMODATE_PARAMETERS,
+)
+from ._replies import (
+    CANNOT_VRFY as CANNOT_VRFY,
+)
+from ._replies import (
+    DOES_NOT_ACCEPT_MAIL as DOES_NOT_ACCEPT_MAIL,
+)
+from ._replies import (
+    DOMAIN_DOES_NOT_ACCEPT_MAIL as DOMAIN_DOES_NOT_ACCEPT_MAIL,
+)
+from ._replies import (
+    ENCRYPTION_REQUIRED as ENCRYPTION_REQUIRED,
+)
+from ._replies import (
+    EXCEEDED_STORAGE as EXCEEDED_STORAGE,
+)
+from ._replies import (
+    HELP_MESSAGE as HELP_MESSAGE,
+)
+from ._replies import (
+    INSUFFICIENT_STORAGE as INSUFFICIENT_STORAGE,
+)
+from ._replies import (
+    LOCAL_ERROR as LOCAL_ERROR,
+)
+from ._replies import (
+    MAILBOX_NAME_NOT_ALLOWED as MAILBOX_NAME_NOT_ALLOWED,
+)
+from ._replies import (
+    MAILBOX_UNAVAILABLE as MAILBOX_UNAVAILABLE,
+)
+from ._replies import (
+    MAILBOX_UNAVAILABLE_TEMPORARY as MAILBOX_UNAVAILABLE_TEMPORARY,
+)
+from ._replies import (
+    NOT_IMPLEMENTED as NOT_IMPLEMENTED,
+)
+from ._replies import (
+    OK as OK,
+)
+from ._replies import (
+    PARAMETER_NOT_IMPLEMENTED as PARAMETER_NOT_IMPLEMENTED,
+)
+from ._replies import (
+    PARAMETERS_NOT_RECOGNIZED as PARAMETERS_NOT_RECOGNIZED,
+)
+from ._replies import (
+    PASSWORD_TRANSITION_NEEDED as PASSWORD_TRANSITION_NEEDED,
+)
+from ._replies import (
+    REJECTED_BY_POLICY as REJECTED_BY_POLICY,
+)
 from ._replies import REPLY_CODES as REPLY_CODES
+from ._replies import (
+    SERVICE_CLOSING as SERVICE_CLOSING,
+)
+from ._replies import (
+    SERVICE_READY as SERVICE_READY,
+)
+from ._replies import (
+    SERVICE_UNAVAILABLE as SERVICE_UNAVAILABLE,
+)
+from ._replies import (
+    START_MAIL_INPUT as START_MAIL_INPUT,
+)
+from ._replies import (
+    SYNTAX_ERROR as SYNTAX_ERROR,
+)
+from ._replies import (
+    SYNTAX_ERROR_IN_PARAMETERS as SYNTAX_ERROR_IN_PARAMETERS,
+)
+from ._replies import (
+    SYSTEM_STATUS as SYSTEM_STATUS,
+)
+from ._replies import (
+    TEMPORARY_AUTH_FAILURE as TEMPORARY_AUTH_FAILURE,
+)
+from ._replies import (
+    TRANSACTION_FAILED as TRANSACTION_FAILED,
+)
+from ._replies import (
+    USER_NOT_LOCAL as USER_NOT_LOCAL,
+)
+from ._replies import (
+    USER_NOT_LOCAL_WILL_FORWARD as USER_NOT_LOCAL_WILL_FORWARD,
+)
 from ._replies import Reply as Reply
 from ._state import Phase as Phase
 from ._state import State as State
 
 __all__ = [
+    "AUTH_CONTINUE",
+    "AUTH_INVALID",
+    "AUTH_MECHANISM_TOO_WEAK",
+    "AUTH_REQUIRED",
+    "AUTH_SUCCEEDED",
+    "BAD_SEQUENCE",
+    "CANNOT_ACCOMMODATE_PARAMETERS",
+    "CANNOT_VRFY",
+    "DOES_NOT_ACCEPT_MAIL",
+    "DOMAIN_DOES_NOT_ACCEPT_MAIL",
+    "ENCRYPTION_REQUIRED",
+    "EXCEEDED_STORAGE",
+    "HELP_MESSAGE",
+    "INSUFFICIENT_STORAGE",
+    "LOCAL_ERROR",
+    "MAILBOX_NAME_NOT_ALLOWED",
+    "MAILBOX_UNAVAILABLE",
+    "MAILBOX_UNAVAILABLE_TEMPORARY",
     "NEED_DATA",
+    "NOT_IMPLEMENTED",
+    "OK",
+    "PARAMETERS_NOT_RECOGNIZED",
+    "PARAMETER_NOT_IMPLEMENTED",
+    "PASSWORD_TRANSITION_NEEDED",
     "PAUSED",
+    "REJECTED_BY_POLICY",
     "REPLY_CODES",
+    "SERVICE_CLOSING",
+    "SERVICE_READY",
+    "SERVICE_UNAVAILABLE",
+    "START_MAIL_INPUT",
+    "SYNTAX_ERROR",
+    "SYNTAX_ERROR_IN_PARAMETERS",
+    "SYSTEM_STATUS",
+    "TEMPORARY_AUTH_FAILURE",
+    "TRANSACTION_FAILED",
+    "USER_NOT_LOCAL",
+    "USER_NOT_LOCAL_WILL_FORWARD",
     "AuthCredentials",
     "BareLineEndings",
     "Bdat",

@@ -16,6 +16,7 @@ caller, which may also end the session with :meth:`Engine.close`.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Sequence
 from typing import Final
 
@@ -79,6 +80,16 @@ _NEED_TLS: Final = Reply(530, "5.7.0 must issue a STARTTLS command first")
 _NEED_AUTH: Final = Reply(530, "5.7.0 authentication required")
 _TOO_MANY_RCPTS: Final = Reply(452, "4.5.3 too many recipients")
 _MSG_TOO_BIG: Final = Reply(552, "5.3.4 message size exceeds fixed maximum message size")
+_SENDER_OK: Final = Reply(250, "2.1.0 sender OK")
+_RECIPIENT_OK: Final = Reply(250, "2.1.5 recipient OK")
+_START_DATA: Final = Reply(354, "end data with <CR><LF>.<CR><LF>")
+_MESSAGE_OK: Final = Reply(250, "2.0.0 OK message accepted")
+_AUTH_INVALID: Final = Reply(535, "5.7.8 authentication credentials invalid")
+_READY_TLS: Final = Reply(220, "2.0.0 ready to start TLS")
+_NO_EXPN: Final = Reply(502, "5.5.1 EXPN not available")
+_CANNOT_VRFY: Final = Reply(
+    252, "2.0.0 cannot VRFY user, but will accept message and attempt delivery"
+)
 #: Codes that count as a client error towards ``max_bad_commands``.
 _BAD_CODES: Final = frozenset({500, 501, 502, 503, 504, 555})
 
@@ -269,13 +280,13 @@ class Engine:
         event = self._pending
         if event is None:
             raise LocalProtocolError("no event is waiting for a reply")
-        self._pending = None
         if isinstance(event, EndOfMessage):
+            # Checked before the event is dropped: a bad call leaves it pending.
             replies = self._message_replies(event, reply)
-            enhanced = True
+            self._pending = None
             self._message_done()
             for r in replies:
-                self._send(r, enhanced=enhanced)
+                self._send(r)
             if any(r.code == 421 for r in replies):
                 self._close("closed")
             return
@@ -284,6 +295,7 @@ class Engine:
             reply = event.default_reply
         elif not isinstance(reply, Reply):
             raise LocalProtocolError(f"expected a Reply, not {reply!r}")
+        self._pending = None
         self._apply(event, reply)
 
     # ------------------------------------------------------------------ internals
@@ -366,6 +378,9 @@ class Engine:
         verb, _, argument = line.partition(" ")
         verb = verb.upper()
         argument = argument.strip(" ")
+        if verb == "AUTH":
+            # Events may be logged: never carry the initial response (a password).
+            line = f"AUTH {argument.partition(' ')[0]}".rstrip()
         if "\r" in line or "\x00" in line:
             return self._reject(line, Reply(501, "5.5.2 control characters in command"))
         if not verb:
@@ -381,7 +396,13 @@ class Engine:
         try:
             event = handler(self, verb, argument)
         except RemoteProtocolError as exc:
-            return self._reject(line, exc.reply)
+            rejected = self._reject(line, exc.reply)
+            if verb == "DATA" and self._buf and self.state is not State.CLOSED:
+                # RFC 2920 §3.1: DATA ends a pipelined group, so bytes already here
+                # are a body sent without waiting for 354; never run them as commands.
+                self._send(_BAD_PIPELINING)
+                self._close("closed")
+            return rejected
         return event
 
     def _gate(self, verb: str) -> None:
@@ -412,36 +433,10 @@ class Engine:
         if not check_domain(argument):
             raise RemoteProtocolError(Reply(501, f"5.5.4 syntax: {verb} hostname"))
         extended = verb != "HELO"
-        if extended:
-            default = Reply(250, "\n".join([f"{self.config.hostname}", *self._keywords()]))
-        else:
-            default = Reply(250, self.config.hostname)
+        default = _hello_reply(self.config, extended=extended, tls_active=self.tls_active)
         return Helo(
             verb=verb, argument=argument, name=argument, extended=extended, default_reply=default
         )
-
-    def _keywords(self) -> list[str]:
-        c = self.config
-        words = []
-        if c.pipelining:
-            words.append("PIPELINING")
-        words.append(f"SIZE {c.max_message_size}" if c.max_message_size else "SIZE")
-        if c.eightbitmime:
-            words.append("8BITMIME")
-        if c.smtputf8:
-            words.append("SMTPUTF8")
-        words.append("ENHANCEDSTATUSCODES")
-        if c.chunking:
-            words.append("CHUNKING")
-            if c.binarymime:
-                words.append("BINARYMIME")
-        if c.dsn:
-            words.append("DSN")
-        if c.starttls and not self.tls_active:
-            words.append("STARTTLS")
-        if c.auth_mechanisms and (self.tls_active or c.auth_insecure):
-            words.append("AUTH " + " ".join(c.auth_mechanisms))
-        return words
 
     def _mail(self, verb: str, argument: str) -> Event:
         self._gate(verb)
@@ -508,7 +503,7 @@ class Engine:
             ret=ret,
             envid=envid,
             auth=auth,
-            default_reply=Reply(250, "2.1.0 sender OK"),
+            default_reply=_SENDER_OK,
         )
 
     def _rcpt(self, verb: str, argument: str) -> Event:
@@ -551,19 +546,21 @@ class Engine:
             params=params,
             notify=notify,
             orcpt=orcpt,
-            default_reply=Reply(250, "2.1.5 recipient OK"),
+            default_reply=_RECIPIENT_OK,
         )
 
     def _data(self, verb: str, argument: str) -> Event:
         self._gate(verb)
         if argument:
             raise RemoteProtocolError(Reply(501, "5.5.4 syntax: DATA"))
+        if self._bdat_error is not None:
+            raise RemoteProtocolError(self._bdat_error)
         if self._body == "BINARYMIME":
             raise RemoteProtocolError(Reply(503, "5.5.1 BODY=BINARYMIME needs BDAT, not DATA"))
         return Data(
             verb=verb,
             argument=argument,
-            default_reply=Reply(354, "end data with <CR><LF>.<CR><LF>"),
+            default_reply=_START_DATA,
         )
 
     def _bdat(self, verb: str, argument: str) -> Event | None:
@@ -625,17 +622,13 @@ class Engine:
         return Vrfy(
             verb=verb,
             argument=argument,
-            default_reply=Reply(
-                252, "2.0.0 cannot VRFY user, but will accept message and attempt delivery"
-            ),
+            default_reply=_CANNOT_VRFY,
         )
 
     def _expn(self, verb: str, argument: str) -> Event:
         if not argument:
             raise RemoteProtocolError(Reply(501, "5.5.4 syntax: EXPN list"))
-        return Expn(
-            verb=verb, argument=argument, default_reply=Reply(502, "5.5.1 EXPN not available")
-        )
+        return Expn(verb=verb, argument=argument, default_reply=_NO_EXPN)
 
     def _help(self, verb: str, argument: str) -> Event:
         hello = "LHLO" if self.config.lmtp else "HELO EHLO"
@@ -653,7 +646,7 @@ class Engine:
         if argument:
             raise RemoteProtocolError(Reply(501, "5.5.4 syntax: STARTTLS"))
         self._gate(verb)
-        return StartTLS(verb=verb, default_reply=Reply(220, "2.0.0 ready to start TLS"))
+        return StartTLS(verb=verb, default_reply=_READY_TLS)
 
     def _auth(self, verb: str, argument: str) -> Event | None:
         c = self.config
@@ -695,7 +688,7 @@ class Engine:
             login=login,
             password=password,
             authzid=authzid,
-            default_reply=Reply(535, "5.7.8 authentication credentials invalid"),
+            default_reply=_AUTH_INVALID,
         )
 
     def _auth_line(self, raw: bytes) -> Event | None:
@@ -739,7 +732,7 @@ class Engine:
                 ev = EndOfMessage(
                     size=reader.size,
                     recipients=self.recipients,
-                    default_reply=Reply(250, "2.0.0 OK message accepted"),
+                    default_reply=_MESSAGE_OK,
                 )
             if data:
                 self._events.append(ev)
@@ -759,6 +752,13 @@ class Engine:
             self._send(refusal)
             if refusal.code in _BAD_CODES:
                 self._bad_commands += 1
+                if self._bad_commands >= self.config.max_bad_commands:
+                    self._send(_TOO_MANY_ERRORS)
+                    self._close("closed")
+                    self._events.append(
+                        CommandRejected(line=f"BDAT {event.argument}", reply=refusal)
+                    )
+                    return
             if self.in_transaction:
                 # A refused chunk ends the transaction; later chunks get 503 until RSET.
                 self._bdat_error = Reply(503, "5.5.1 previous BDAT failed; send RSET")
@@ -800,6 +800,10 @@ class Engine:
             self._bad_commands = 0
         elif reply.code in _BAD_CODES:
             self._bad_commands += 1
+            if self._bad_commands >= self.config.max_bad_commands:
+                self._send(_TOO_MANY_ERRORS)
+                self._close("closed")
+                return
         if reply.code == 421:
             self._close("closed")
             return
@@ -841,7 +845,7 @@ class Engine:
                         EndOfMessage(
                             size=self._size,
                             recipients=self.recipients,
-                            default_reply=Reply(250, "2.0.0 OK message accepted"),
+                            default_reply=_MESSAGE_OK,
                         )
                     )
             else:
@@ -863,6 +867,37 @@ class Engine:
                 if self._auth_failures >= self.config.max_auth_failures:
                     self._send(_TOO_MANY_AUTH)
                     self._close("auth-failures")
+
+
+def _keywords(c: EngineConfig, tls_active: bool) -> list[str]:
+    words = []
+    if c.pipelining:
+        words.append("PIPELINING")
+    words.append(f"SIZE {c.max_message_size}" if c.max_message_size else "SIZE")
+    if c.eightbitmime:
+        words.append("8BITMIME")
+    if c.smtputf8:
+        words.append("SMTPUTF8")
+    words.append("ENHANCEDSTATUSCODES")
+    if c.chunking:
+        words.append("CHUNKING")
+        if c.binarymime:
+            words.append("BINARYMIME")
+    if c.dsn:
+        words.append("DSN")
+    if c.starttls and not tls_active:
+        words.append("STARTTLS")
+    if c.auth_mechanisms and (tls_active or c.auth_insecure):
+        words.append("AUTH " + " ".join(c.auth_mechanisms))
+    return words
+
+
+@functools.lru_cache(maxsize=64)
+def _hello_reply(config: EngineConfig, *, extended: bool, tls_active: bool) -> Reply:
+    """The default reply to HELO (the name) or EHLO/LHLO (the name and extensions)."""
+    if not extended:
+        return Reply(250, config.hostname)
+    return Reply(250, "\n".join([config.hostname, *_keywords(config, tls_active)]))
 
 
 _HANDLERS = {

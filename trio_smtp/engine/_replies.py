@@ -110,7 +110,7 @@ class Reply(Exception):
         ValueError: if the code is out of range or the text holds a control character.
     """
 
-    __slots__ = ("code", "text")
+    __slots__ = ("_wire", "code", "text")
 
     code: int
     text: str
@@ -126,6 +126,7 @@ class Reply(Exception):
         super().__init__(code, text)
         self.code = code
         self.text = text
+        self._wire: dict[bool, bytes] = {}
 
     def __repr__(self) -> str:
         return f"Reply({self.code!r}, {self.text!r})"
@@ -192,13 +193,56 @@ class Reply(Exception):
         Args:
             enhanced: Whether to include RFC 3463 enhanced status codes.
         """
-        lines = self.lines(enhanced=enhanced)
-        code = str(self.code)
-        parts = [f"{code}-{line}\r\n" for line in lines[:-1]]
-        parts.append(f"{code} {lines[-1]}".rstrip() + "\r\n")
-        return "".join(parts).encode("utf-8")
+        wire = self._wire.get(enhanced)
+        if wire is None:
+            lines = self.lines(enhanced=enhanced)
+            code = str(self.code)
+            parts = [f"{code}-{line}\r\n" for line in lines[:-1]]
+            parts.append(f"{code} {lines[-1]}".rstrip() + "\r\n")
+            wire = self._wire[enhanced] = "".join(parts).encode("utf-8")
+        return wire
 
 
 def join_replies(replies: Iterable[Reply], *, enhanced: bool = True) -> bytes:
     """Concatenate several replies' wire forms."""
     return b"".join(r.to_bytes(enhanced=enhanced) for r in replies)
+
+
+#: The named reply codes, exported by :mod:`trio_smtp.engine`.
+CODE_NAMES: Final = (
+    "SYSTEM_STATUS",
+    "HELP_MESSAGE",
+    "SERVICE_READY",
+    "SERVICE_CLOSING",
+    "AUTH_SUCCEEDED",
+    "OK",
+    "USER_NOT_LOCAL_WILL_FORWARD",
+    "CANNOT_VRFY",
+    "AUTH_CONTINUE",
+    "START_MAIL_INPUT",
+    "SERVICE_UNAVAILABLE",
+    "PASSWORD_TRANSITION_NEEDED",
+    "MAILBOX_UNAVAILABLE_TEMPORARY",
+    "LOCAL_ERROR",
+    "INSUFFICIENT_STORAGE",
+    "TEMPORARY_AUTH_FAILURE",
+    "CANNOT_ACCOMMODATE_PARAMETERS",
+    "SYNTAX_ERROR",
+    "SYNTAX_ERROR_IN_PARAMETERS",
+    "NOT_IMPLEMENTED",
+    "BAD_SEQUENCE",
+    "PARAMETER_NOT_IMPLEMENTED",
+    "DOES_NOT_ACCEPT_MAIL",
+    "AUTH_REQUIRED",
+    "AUTH_MECHANISM_TOO_WEAK",
+    "AUTH_INVALID",
+    "ENCRYPTION_REQUIRED",
+    "REJECTED_BY_POLICY",
+    "MAILBOX_UNAVAILABLE",
+    "USER_NOT_LOCAL",
+    "EXCEEDED_STORAGE",
+    "MAILBOX_NAME_NOT_ALLOWED",
+    "TRANSACTION_FAILED",
+    "PARAMETERS_NOT_RECOGNIZED",
+    "DOMAIN_DOES_NOT_ACCEPT_MAIL",
+)
