@@ -283,6 +283,12 @@ def make_sink(args: argparse.Namespace, logger: Any) -> Any:
     from .sinks import MaildirSink, MboxSink, PrintSink, RelaySink
 
     if args.maildir:
+        # A Maildir that cannot be created is a bad flag: say so now (exit 2), not with
+        # a 451 to every message. The sink itself makes the subdirectories as it delivers.
+        try:
+            os.makedirs(args.maildir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--maildir {args.maildir!r}: {exc.strerror}") from None
         return MaildirSink(args.maildir)
     if args.mbox:
         parent = os.path.dirname(os.path.abspath(args.mbox))

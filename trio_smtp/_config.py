@@ -93,6 +93,9 @@ class ServerConfig:
     tls_key: str | None = None
     tls_sni: Mapping[str, tuple[str, str]] | None = None
     tls_port: int | None = attrs.field(default=None, validator=_port)
+    #: CA file (or hashed directory) for optional client certificates; when set,
+    #: clients may present one and hooks see it as ``session.tls.peer_certificate``.
+    tls_client_ca: str | None = None
     require_tls: bool = False
     auth_file: str | None = None
     auth_insecure: bool = False

@@ -156,7 +156,7 @@ class ConnectionTask:
             lmtp=server.config.lmtp,
         )
         self.engine = Engine(server.engine_config, tls_active=False)
-        self.data: Any = server.data_factory() if server.data_factory is not None else None
+        self.data: Any = None
         self.hooks: Mapping[str, Hook] = server.hooks
         self.logger = server.logger
         self.mail: Mail | None = None
@@ -206,9 +206,13 @@ class ConnectionTask:
 
     async def _finish(self) -> None:
         if self.engine.state is not State.CLOSED and self.close_reason != "connection lost":
-            # Cancelled (grace period over, or the server's scope): say goodbye.
-            self.engine.close(SHUTTING_DOWN)
-            self.close_reason = "server shutdown"
+            if self.close_reason == "internal error":
+                # A bug, not a shutdown: do not tell the client the server is going away.
+                self.engine.close(CONNECT_FAILED)
+            else:
+                # Cancelled (grace period over, or the server's scope): say goodbye.
+                self.engine.close(SHUTTING_DOWN)
+                self.close_reason = "server shutdown"
             with trio.move_on_after(FAREWELL_TIMEOUT):
                 try:
                     await self.stream.send_all(self.engine.data_to_send())
@@ -230,6 +234,10 @@ class ConnectionTask:
         self.logger.info(f"Connection closed: id={self.session.id} ({self.close_reason})")
 
     async def _serve(self) -> None:
+        if self.server.data_factory is not None:
+            # Called here, inside the connection boundary: a factory that raises ends
+            # this connection with 421 4.3.0, not the server's accept loop.
+            self.data = self.server.data_factory()
         if self.config.proxy_protocol:
             if not await self._read_proxy_header():
                 return

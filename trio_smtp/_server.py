@@ -80,7 +80,10 @@ class Server:
         if self.config.tls_cert is not None:
             assert self.config.tls_key is not None
             self.ssl_context = server_ssl_context(
-                self.config.tls_cert, self.config.tls_key, sni=self.config.tls_sni
+                self.config.tls_cert,
+                self.config.tls_key,
+                sni=self.config.tls_sni,
+                client_ca=self.config.tls_client_ca,
             )
         self.hostname = self.config.hostname or "localhost"
         self.engine_config = self._engine_config(self.hostname)

@@ -59,7 +59,7 @@ def test_plain_with_initial_response() -> None:
 
 def test_plain_with_empty_challenge_then_response() -> None:
     driver = ready()
-    assert driver.send(b"AUTH PLAIN\r\n") == b"334\r\n"
+    assert driver.send(b"AUTH PLAIN\r\n") == b"334 \r\n"
     assert driver.engine.state is State.AUTH
     out = driver.send(b64(b"admin\x00bob\x00" + SECRET.encode()) + b"\r\n")
     assert out == b"235 2.7.0 authentication successful\r\n"

@@ -75,6 +75,7 @@ _OK: Final = Reply(250, "2.0.0 OK")
 _TOO_MANY_ERRORS: Final = Reply(421, "4.7.0 too many errors, closing connection")
 _TOO_MANY_AUTH: Final = Reply(421, "4.7.0 too many failed authentication attempts")
 _BAD_PIPELINING: Final = Reply(421, "4.5.0 improper pipelining after refused DATA")
+_TLS_ON_PLAIN_PORT: Final = Reply(421, "4.7.0 TLS handshake on a plain SMTP port; use STARTTLS")
 _HTTP: Final = Reply(421, "4.7.0 this is an SMTP server, not an HTTP server")
 _NEED_TLS: Final = Reply(530, "5.7.0 must issue a STARTTLS command first")
 _NEED_AUTH: Final = Reply(530, "5.7.0 authentication required")
@@ -235,6 +236,11 @@ class Engine:
         while True:
             state = self.state
             if state is State.COMMAND or state is State.AUTH:
+                if self._buf.raw[:1] == b"\x16" and state is State.COMMAND:
+                    # A TLS record (ClientHello) where a command should be: the client
+                    # wants implicit TLS. No SMTP command starts with 0x16.
+                    self._send(_TLS_ON_PLAIN_PORT)
+                    return self._emit(self._close("closed"))
                 line = self._buf.next_line(self._line_limit())
                 if line is None:
                     if self._eof:

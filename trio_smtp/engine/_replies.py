@@ -198,7 +198,9 @@ class Reply(Exception):
             lines = self.lines(enhanced=enhanced)
             code = str(self.code)
             parts = [f"{code}-{line}\r\n" for line in lines[:-1]]
-            parts.append(f"{code} {lines[-1]}".rstrip() + "\r\n")
+            last = f"{code} {lines[-1]}"
+            # RFC 4954 §4: a continuation is "334" SP [base64], the space even when empty.
+            parts.append((last if self.code == 334 else last.rstrip()) + "\r\n")
             wire = self._wire[enhanced] = "".join(parts).encode("utf-8")
         return wire
 
