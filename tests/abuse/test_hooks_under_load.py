@@ -1,0 +1,227 @@
+"""Hooks that raise, hang or are slow, many at once, while ordinary mail flows.
+
+A failing hook costs its own client a ``451 4.3.0`` and fires ``error``; a hook that
+hangs is cut at ``hook_timeout`` with the same 451. Each connection runs its hooks in
+its own task, so none of this slows anybody else down, and every such session goes on
+after the 451.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+from typing import Any
+
+import trio
+from _abuse_harness import Running, running_server, send_mail
+
+from trio_smtp import Mail, Reply
+from trio_smtp.sinks import MemorySink
+
+HOOK_TIMEOUT = 1.0
+HOOK_FAILED = b"451 4.3.0 local error in processing; try again later"
+
+
+class Hooks:
+    """RCPT, MAIL and done hooks whose behaviour the address picks."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[BaseException, Mail | None]] = []
+        self.sink = MemorySink()
+
+    def mail(self, ctx: Any) -> None:  # a plain (sync) hook
+        if ctx.address.startswith("raise@"):
+            raise ValueError("sync hook failure")
+
+    async def rcpt(self, ctx: Any) -> None:
+        user = ctx.address.split("@")[0]
+        if user == "raise":
+            raise RuntimeError("async hook failure")
+        if user == "hang":
+            await trio.sleep_forever()
+        if user == "slow":
+            await trio.sleep(0.3)
+        if user == "reply":
+            raise Reply(550, "5.1.1 no such user here")
+
+    async def done(self, mail: Mail) -> None:
+        if mail.mail_from.startswith("hang@"):
+            await trio.sleep_forever()
+        await self.sink.deliver(mail)
+
+    def error(self, error: BaseException, mail: Mail | None) -> None:
+        self.errors.append((error, mail))
+
+    def events(self) -> dict[str, Any]:
+        return {"MAIL": self.mail, "RCPT": self.rcpt, "done": self.done, "error": self.error}
+
+
+async def _latencies(srv: Running, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        out.append(
+            await trio.to_thread.run_sync(functools.partial(send_mail, srv.port, subject=f"p{i}"))
+        )
+    return out
+
+
+async def _hung_rcpt(srv: Running, cut_after: list[float]) -> None:
+    client = await srv.client()
+    await client.greet()
+    assert (await client.command(b"MAIL FROM:<ann@example.org>")).code == 250
+    start = trio.current_time()
+    reply = await client.command(b"RCPT TO:<hang@example.net>")
+    cut_after.append(trio.current_time() - start)
+    assert reply.lines == [HOOK_FAILED]
+    # The session goes on: the next recipient is fine and the message goes through.
+    assert (await client.command(b"RCPT TO:<bob@example.net>")).code == 250
+    assert (await client.command(b"DATA")).code == 354
+    assert (await client.command(b"Subject: after a hung hook\r\n\r\nok\r\n.")).code == 250
+
+
+async def test_twenty_hung_hooks_get_451_at_the_timeout_and_slow_nobody_else() -> None:
+    hooks = Hooks()
+    config = {"hook_timeout": HOOK_TIMEOUT}
+    async with running_server(config, events=hooks.events()) as srv:
+        baseline = await _latencies(srv, 5)
+        cut_after: list[float] = []
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(_hung_rcpt, srv, cut_after)
+            await trio.sleep(0.1)  # let the 20 reach their hung hooks
+            during = await _latencies(srv, 5)
+            assert not cut_after, "ordinary mail was only served once the hung hooks ended"
+    assert len(cut_after) == 20
+    assert min(cut_after) >= HOOK_TIMEOUT - 0.05
+    assert max(cut_after) < HOOK_TIMEOUT + 1.5
+    # The ordinary client's latency while 20 hooks hang is that of a quiet server.
+    assert max(during) < 0.5, during
+    assert statistics.median(during) < statistics.median(baseline) + 0.1, (baseline, during)
+    timeouts = [e for e, _ in hooks.errors if "did not finish within" in str(e)]
+    assert len(timeouts) == len(hooks.errors) == 20
+    assert all(mail is not None and mail.mail_from == "ann@example.org" for _, mail in hooks.errors)
+    subjects = [m.message["Subject"] for m in hooks.sink.messages]
+    assert subjects.count("after a hung hook") == 20
+    assert len(subjects) == 30
+
+
+async def test_raising_hooks_get_451_and_the_error_event_while_others_are_served() -> None:
+    hooks = Hooks()
+    async with running_server({"hook_timeout": HOOK_TIMEOUT}, events=hooks.events()) as srv:
+
+        async def raiser() -> None:
+            client = await srv.client()
+            await client.greet()
+            for _ in range(5):
+                # A plain hook that raises on MAIL ...
+                reply = await client.command(b"MAIL FROM:<raise@example.org>")
+                assert reply.lines == [HOOK_FAILED]
+                assert (await client.command(b"MAIL FROM:<ann@example.org>")).code == 250
+                # ... an async one on RCPT, and a Reply raised on purpose, which is no error.
+                assert (await client.command(b"RCPT TO:<raise@example.net>")).lines == [HOOK_FAILED]
+                reply = await client.command(b"RCPT TO:<reply@example.net>")
+                assert reply.lines == [b"550 5.1.1 no such user here"]
+                assert (await client.command(b"RSET")).code == 250
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(raiser)
+            during = await _latencies(srv, 5)
+    assert max(during) < 0.5, during
+    kinds = sorted({type(e).__name__ for e, _ in hooks.errors})
+    assert kinds == ["RuntimeError", "ValueError"]
+    assert len(hooks.errors) == 20 * 5 * 2
+    # 451 is a transient reply: it is not counted towards max_bad_commands, so nobody
+    # was disconnected for it (each raiser got through all its rounds above).
+    assert len(hooks.sink.messages) == 5
+
+
+async def test_slow_hooks_run_concurrently_not_one_after_another() -> None:
+    hooks = Hooks()
+    async with running_server({"hook_timeout": HOOK_TIMEOUT}, events=hooks.events()) as srv:
+        n = 50
+        took: list[float] = []
+
+        async def slow() -> None:
+            client = await srv.client()
+            await client.greet()
+            assert (await client.command(b"MAIL FROM:<ann@example.org>")).code == 250
+            start = trio.current_time()
+            assert (await client.command(b"RCPT TO:<slow@example.net>")).code == 250
+            took.append(trio.current_time() - start)
+
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(slow)
+            during = await _latencies(srv, 3)
+        total = trio.current_time() - start
+    # Fifty 0.3 s hooks: 15 s if serialized; about 0.3 s when each runs in its own task.
+    assert len(took) == n
+    assert min(took) >= 0.29
+    assert total < 3.0, total
+    assert max(during) < 0.5, during
+    assert hooks.errors == []
+
+
+async def test_hung_done_hooks_get_451_after_the_dot_and_nothing_is_acknowledged() -> None:
+    hooks = Hooks()
+    async with running_server({"hook_timeout": HOOK_TIMEOUT}, events=hooks.events()) as srv:
+        replies: list[bytes] = []
+
+        async def hung_done() -> None:
+            client = await srv.client()
+            await client.greet()
+            for line in (b"MAIL FROM:<hang@example.org>", b"RCPT TO:<bob@example.net>"):
+                assert (await client.command(line)).code == 250
+            assert (await client.command(b"DATA")).code == 354
+            reply = await client.command(b"Subject: never stored\r\n\r\nx\r\n.")
+            replies.append(reply.lines[0])
+            assert (await client.command(b"NOOP")).code == 250
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(hung_done)
+            await trio.sleep(0.1)
+            during = await _latencies(srv, 5)
+    assert replies == [HOOK_FAILED] * 20
+    assert max(during) < 0.5, during
+    assert [m.mail_from for m in hooks.sink.messages] == ["ann@example.org"] * 5
+    assert len(hooks.errors) == 20
+    assert all(
+        mail is not None and mail.mail_from == "hang@example.org" for _, mail in hooks.errors
+    )
+
+
+async def test_a_data_factory_that_raises_refuses_its_connection_not_the_server() -> None:
+    """``schema["data"]`` runs per connection; when it fails, only that client hears 421."""
+    calls = 0
+
+    def flaky_state() -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        if calls % 2:
+            raise RuntimeError("cannot build per-connection state")
+        return {"n": calls}
+
+    config = {"hook_timeout": HOOK_TIMEOUT}
+    async with running_server(config, data=flaky_state, internal_errors=True) as srv:
+        codes: list[bytes] = []
+
+        async def connect() -> None:
+            client = await srv.client()
+            reply = await client.reply()
+            codes.append(reply.lines[0])
+            if reply.code == 220:
+                assert (await client.command(b"QUIT")).code == 221
+            else:
+                assert await client.expect_closed() == b""
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(connect)
+        assert codes.count(b"421 4.3.0 local error in processing; try again later") == 10
+        assert sorted(code[:4] for code in codes) == [b"220 "] * 10 + [b"421 "] * 10
+        await srv.wait_idle()
+        assert srv.server._per_ip == {}
+    assert len(srv.logger.matching("cannot build per-connection state")) == 10
