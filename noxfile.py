@@ -47,3 +47,10 @@ def certs(session: nox.Session) -> None:
     """Regenerate the self-signed certificate in certs/."""
     session.install("-e", ".", "cryptography")
     session.run("python", "-m", "trio_smtp.certs", "--dir", "certs")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the engine with atheris for a bounded time (pass libFuzzer flags after --)."""
+    session.install("-e", ".", "atheris")
+    session.run("python", "fuzz/fuzz_engine.py", *(session.posargs or ["-max_total_time=60"]))
