@@ -1,0 +1,183 @@
+"""Graceful shutdown: finish the transaction in progress, then 421 4.3.2, then cancel the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from _live_server import Client, make_server, running_server
+
+from trio_smtp import Mail
+
+SHUTTING_DOWN = (421, "4.3.2 service shutting down, try again later")
+
+
+async def test_shutdown_mid_data_lets_the_message_finish_then_says_421() -> None:
+    async with running_server() as live:
+        client = await live.connect()
+        await client.reply()
+        await client.expect("EHLO client.test", 250)
+        await client.expect("MAIL FROM:<a@x.test>", 250)
+        await client.expect("RCPT TO:<b@y.test>", 250)
+        await client.expect("DATA", 354)
+        await client.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
+        await live.wait_until(lambda: live.server.connections == 1)
+        live.server.shutdown()
+        # Listeners close at once.
+        with trio.fail_after(5):
+            while True:
+                try:
+                    stream = await trio.open_tcp_stream(live.host, live.port)
+                except OSError:
+                    break
+                await stream.aclose()
+                await trio.sleep(0.01)
+        await client.send(b"second half\r\n.\r\n")
+        code, text = await client.reply()
+        assert code == 250
+        assert (
+            live.sink.messages[0].content
+            == b"Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n"
+        )
+        assert text == f"2.0.0 OK queued as {live.sink.messages[0].id}"
+        assert await client.cmd("NOOP") == SHUTTING_DOWN
+        assert await client.closed()
+    assert live.logger.find("Server stopped", "log")
+
+
+async def test_shutdown_lets_a_transaction_before_data_finish() -> None:
+    async with running_server() as live:
+        client = await live.connect()
+        await client.reply()
+        await client.expect("EHLO client.test", 250)
+        await client.expect("MAIL FROM:<a@x.test>", 250)
+        live.server.shutdown()
+        await client.expect("RCPT TO:<b@y.test>", 250)
+        await client.expect("DATA", 354)
+        # The next command is pipelined behind the final dot: it gets the 421.
+        await client.send(b"late\r\n.\r\nMAIL FROM:<again@x.test>\r\n")
+        assert (await client.reply())[0] == 250
+        assert await client.reply() == SHUTTING_DOWN
+        assert await client.closed()
+    assert [m.content for m in live.sink.messages] == [b"late\r\n"]
+
+
+async def test_idle_connections_get_421_promptly() -> None:
+    async with running_server(config={"shutdown_grace": 30}) as live:
+        idle = [await live.connect() for _ in range(3)]
+        for client in idle:
+            await client.reply()
+        await idle[0].expect("EHLO client.test", 250)
+        start = trio.current_time()
+        live.server.shutdown()
+        for client in idle:
+            assert await client.reply() == SHUTTING_DOWN
+            assert await client.closed()
+        assert trio.current_time() - start < 2  # not the 30 s grace
+        await live.wait_idle()
+
+
+async def test_stuck_connection_is_cancelled_after_the_grace_period() -> None:
+    server, sink, logger = make_server(config={"shutdown_grace": 0.3})
+    stopped = trio.Event()
+
+    async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await server.serve(task_status=task_status)
+        stopped.set()
+
+    async with trio.open_nursery() as nursery:
+        [(host, port)] = await nursery.start(serve)
+        client = Client(await trio.open_tcp_stream(host, port))
+        await client.reply()
+        await client.expect("EHLO client.test", 250)
+        await client.expect("MAIL FROM:<a@x.test>", 250)
+        await client.expect("RCPT TO:<b@y.test>", 250)
+        await client.expect("DATA", 354)
+        await client.send(b"half a message that never ends\r\n")
+        start = trio.current_time()
+        server.shutdown()
+        with trio.fail_after(5):
+            await stopped.wait()
+        elapsed = trio.current_time() - start
+        # Best effort: the cancelled connection still says why it closes.
+        assert await client.reply() == SHUTTING_DOWN
+        assert await client.closed()
+        await client.aclose()
+    assert 0.3 <= elapsed < 3
+    assert sink.messages == []
+    assert server.connections == 0
+    assert logger.find("Message dropped")
+
+
+async def test_done_hook_still_running_at_the_end_of_grace_never_gets_a_250() -> None:
+    started = trio.Event()
+
+    async def done(mail: Mail) -> None:
+        started.set()
+        await trio.sleep_forever()
+
+    async with running_server({"done": done}, config={"shutdown_grace": 0.3}) as live:
+        client = await live.connect()
+        await client.reply()
+        await client.expect("EHLO client.test", 250)
+        await client.expect("MAIL FROM:<a@x.test>", 250)
+        await client.expect("RCPT TO:<b@y.test>", 250)
+        await client.expect("DATA", 354)
+        await client.send(b"body\r\n.\r\n")
+        await started.wait()
+        live.server.shutdown()
+        assert await client.reply() == SHUTTING_DOWN
+        assert await client.closed()
+    assert not live.logger.find("Message accepted")
+
+
+async def test_shutdown_from_another_thread_stops_serve() -> None:
+    server, _, logger = make_server()
+    with trio.fail_after(5):  # the nursery only exits once serve() has returned
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            await trio.to_thread.run_sync(server.shutdown)
+    assert logger.find("Server stopped")
+
+
+async def test_shutdown_before_serve_makes_serve_return_at_once() -> None:
+    server, _, logger = make_server()
+    server.shutdown()
+    with trio.fail_after(5):
+        await server.serve()
+    assert logger.find("Server stopped")
+
+
+async def test_cancelling_serve_says_421_and_delivers_nothing() -> None:
+    server, sink, _ = make_server()
+    async with trio.open_nursery() as nursery:
+        [(host, port)] = await nursery.start(server.serve)
+        idle = Client(await trio.open_tcp_stream(host, port))
+        busy = Client(await trio.open_tcp_stream(host, port))
+        await idle.reply()
+        await busy.reply()
+        await busy.expect("EHLO client.test", 250)
+        await busy.expect("MAIL FROM:<a@x.test>", 250)
+        await busy.expect("RCPT TO:<b@y.test>", 250)
+        await busy.expect("DATA", 354)
+        await busy.send(b"partial\r\n")
+        nursery.cancel_scope.cancel()
+    with trio.fail_after(5):
+        for client in (idle, busy):
+            assert await client.reply() == SHUTTING_DOWN
+            assert await client.closed()
+            await client.aclose()
+    assert sink.messages == []
+
+
+@pytest.mark.parametrize("grace", [0, 0.2])
+async def test_serve_returns_once_every_connection_is_gone(grace: float) -> None:
+    async with running_server(config={"shutdown_grace": grace}) as live:
+        clients = [await live.connect() for _ in range(4)]
+        for client in clients:
+            await client.reply()
+        live.server.shutdown()
+    # running_server waited for serve() to return: nothing may be left running.
+    assert live.server.connections == 0
+    assert live.logger.find("Server shutting down: ", "log")

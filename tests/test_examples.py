@@ -1,0 +1,155 @@
+"""The scripts in examples/ run, and do what their docstrings say."""
+
+from __future__ import annotations
+
+import contextlib
+import mailbox
+import queue
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+START = re.compile(r"\[LOG\] - Server start on ip: 127\.0\.0\.1 port: (\d+)$")
+TIMEOUT = 20.0
+
+
+class Script:
+    """An example running as a subprocess, its output read line by line."""
+
+    def __init__(self, name: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / name), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        self.err: list[str] = []
+        self.out: list[str] = []
+        for tag, stream in (("err", self.proc.stderr), ("out", self.proc.stdout)):
+            threading.Thread(target=self._pump, args=(tag, stream), daemon=True).start()
+
+    def _pump(self, tag: str, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.put((tag, line.rstrip("\n")))
+        self.lines.put((tag, None))
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                tag, line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {pattern!r} in {self.err + self.out}") from None
+            if line is None:
+                continue
+            (self.err if tag == "err" else self.out).append(line)
+            match = regex.search(line)
+            if match:
+                return match
+
+    def port(self) -> int:
+        return int(self.wait_for(START.pattern)[1])
+
+    def finish(self) -> int:
+        code = self.proc.wait(timeout=TIMEOUT)
+        while not self.lines.empty():
+            tag, line = self.lines.get()
+            if line is not None:
+                (self.err if tag == "err" else self.out).append(line)
+        return code
+
+
+@contextmanager
+def script(name: str, *args: str) -> Iterator[Script]:
+    running = Script(name, *args)
+    try:
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+        running.proc.wait()
+        for stream in (running.proc.stdout, running.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_hooks_server_example(tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    with script("hooks_server.py", "--port", "0", "--maildir", str(maildir)) as server:
+        port = server.port()
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
+            started = time.monotonic()
+            code, _ = client.ehlo("client.test")
+            helo_took = time.monotonic() - started
+            assert code == 250
+            refused = client.sendmail(
+                "sender@x.test",
+                ["alice@example.com", "mallory@example.com"],
+                b"Subject: hello Alice\r\n\r\nfrom the example test\r\n",
+            )
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as nobody:
+                client.sendmail("sender@x.test", ["nobody@example.com"], b"x\r\n")
+        server.wait_for(r"sent \d+ commands")
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.finish() == 0
+    # The awaited one-second HELO delay of the seed example.
+    assert helo_took >= 0.9
+    # Unknown recipients are refused with 550 5.1.1; known ones get the message.
+    assert refused == {
+        "mallory@example.com": (550, b"5.1.1 <mallory@example.com>: no such user here")
+    }
+    assert nobody.value.recipients["nobody@example.com"][0] == 550
+    [stored] = list(mailbox.Maildir(str(maildir), create=False))
+    assert stored["Subject"] == "hello Alice"
+    assert str(stored.get_payload()).replace("\r\n", "\n") == "from the example test\n"
+    # Every command is logged with the session id.
+    log = "\n".join(server.err)
+    for command in ("EHLO client.test", "MAIL FROM:<sender@x.test>", "RCPT TO:<alice@example.com>"):
+        assert re.search(rf"\[INFO\] - \w+ {re.escape(command)}", log), command
+    assert re.search(r"\[INFO\] - \w+ DATA$", log, re.MULTILINE)
+    assert "Traceback" not in log
+
+
+def test_embedded_in_app_example() -> None:
+    with script("embedded_in_app.py", "--port", "0", "--count", "2") as app:
+        port = app.port()
+        app.wait_for(r"^app: mail server ready on \[\('127\.0\.0\.1', \d+\)\]$")
+        for n in range(2):
+            client = smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT)
+            try:
+                client.sendmail(
+                    "a@x.test", [f"r{n}@y.test"], f"Subject: job {n}\r\n\r\n.\r\n".encode()
+                )
+            finally:
+                # After the second message the app shuts down: QUIT may get 421 4.3.2.
+                with contextlib.suppress(smtplib.SMTPException):
+                    client.quit()
+                client.close()
+        # After two messages the app stops by itself, gracefully.
+        assert app.finish() == 0
+    processed = [line for line in app.out if line.startswith("processed ")]
+    assert len(processed) == 2
+    assert re.fullmatch(r"processed \S+: 'job 0' for r0@y\.test", processed[0])
+    assert re.fullmatch(r"processed \S+: 'job 1' for r1@y\.test", processed[1])
+    assert app.out[-1] == "app: stopped"
+    assert "Traceback" not in "\n".join(app.err)
+
+
+def test_embedded_in_app_stops_on_sigint() -> None:
+    with script("embedded_in_app.py", "--port", "0") as app:
+        app.port()
+        app.proc.send_signal(signal.SIGINT)
+        assert app.finish() == 0
+    assert app.out[-1] == "app: stopped"
