@@ -167,6 +167,8 @@ class ConnectionTask:
         self._data_deadline: float | None = None
         self._io_scope: trio.CancelScope | None = None
         self._reading = False
+        #: True while a send_all is in progress, and still True if it was cancelled.
+        self._sending = False
         self._shutdown = False
         self._counted_ip: str | None = None
 
@@ -205,7 +207,11 @@ class ConnectionTask:
                 await self._finish()
 
     async def _finish(self) -> None:
-        if self.engine.state is not State.CLOSED and self.close_reason != "connection lost":
+        if (
+            self.engine.state is not State.CLOSED
+            and self.close_reason != "connection lost"
+            and not self._sending  # no send after a cancelled send_all (see _timed_out)
+        ):
             if self.close_reason == "internal error":
                 # A bug, not a shutdown: do not tell the client the server is going away.
                 self.engine.close(CONNECT_FAILED)
@@ -380,6 +386,12 @@ class ConnectionTask:
     async def _timed_out(self) -> None:
         """The armed deadline passed (or shutdown woke an idle read): 421 and close."""
         engine = self.engine
+        if self._sending:
+            # The client stopped reading. It would not read a 421 either, and Trio
+            # forbids another send on a stream whose send_all was cancelled.
+            engine.close()
+            self.close_reason = "send timeout"
+            return
         if self._shutdown and not engine.in_transaction:
             engine.close(SHUTTING_DOWN)
             self.close_reason = "server shutdown"
@@ -398,12 +410,14 @@ class ConnectionTask:
         if not data:
             return
         scope = self._io_scope
+        self._sending = True
         if scope is not None and scope.deadline != math.inf:
             await self.stream.send_all(data)  # bounded by the armed deadline
-            return
-        # A client that never reads must not hold the task forever.
-        with trio.fail_after(self.config.command_timeout):
-            await self.stream.send_all(data)
+        else:
+            # A client that never reads must not hold the task forever.
+            with trio.fail_after(self.config.command_timeout):
+                await self.stream.send_all(data)
+        self._sending = False
 
     # ------------------------------------------------------------------ TLS and PROXY
 
