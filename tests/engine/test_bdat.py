@@ -42,9 +42,8 @@ def messages(driver: Driver) -> list[EndOfMessage]:
 
 def test_single_last_chunk() -> None:
     driver = in_transaction()
-    assert driver.send(bdat(b"Subject: x\r\n\r\nhi\r\n", last=True)) == (
-        b"250 2.0.0 18 octets received\r\n" + ACCEPTED
-    )
+    # RFC 3030 §2: BDAT LAST gets one reply, the message's.
+    assert driver.send(bdat(b"Subject: x\r\n\r\nhi\r\n", last=True)) == ACCEPTED
     bdat_event = driver.of_type(Bdat)[0]
     assert isinstance(bdat_event, Bdat)
     assert (bdat_event.size, bdat_event.last) == (18, True)
@@ -59,7 +58,7 @@ def test_chunk_octets_are_data_even_when_they_look_like_commands() -> None:
     chunk = b"A\r\n.\r\nQUIT\r\nMAIL FROM:<evil@x>\r\n..\r\n"
     driver = in_transaction()
     out = driver.send(bdat(chunk, last=True) + b"NOOP\r\n")
-    assert out == b"250 2.0.0 %d octets received\r\n" % len(chunk) + ACCEPTED + b"250 2.0.0 OK\r\n"
+    assert out == ACCEPTED + b"250 2.0.0 OK\r\n"
     assert driver.content() == chunk
     assert not driver.of_type(Quit)
     assert len(driver.of_type(MailFrom)) == 1
@@ -71,8 +70,7 @@ def test_bdat_0_last_ends_a_chunked_message() -> None:
     out = driver.send(bdat(b"part one ") + bdat(b"part two") + b"BDAT 0 LAST\r\n")
     assert out == (
         b"250 2.0.0 9 octets received\r\n"
-        b"250 2.0.0 8 octets received\r\n"
-        b"250 2.0.0 0 octets received\r\n" + ACCEPTED
+        b"250 2.0.0 8 octets received\r\n" + ACCEPTED
     )
     assert driver.content() == b"part one part two"
     assert messages(driver)[0].size == 17
@@ -80,7 +78,7 @@ def test_bdat_0_last_ends_a_chunked_message() -> None:
 
 def test_bdat_0_last_as_the_only_chunk_is_an_empty_message() -> None:
     driver = in_transaction()
-    assert driver.send(b"BDAT 0 LAST\r\n") == b"250 2.0.0 0 octets received\r\n" + ACCEPTED
+    assert driver.send(b"BDAT 0 LAST\r\n") == ACCEPTED
     assert messages(driver)[0].size == 0
     assert driver.content() == b""
 
@@ -98,7 +96,7 @@ def test_many_chunks() -> None:
     assert driver.content() == b"".join(pieces) + b"end"
     assert len(driver.of_type(Bdat)) == 51
     assert messages(driver)[0].size == sum(map(len, pieces)) + 3
-    assert driver.output.endswith(b"250 2.0.0 3 octets received\r\n" + ACCEPTED)
+    assert driver.output.endswith(b"250 2.0.0 50 octets received\r\n" + ACCEPTED)
 
 
 def test_chunk_split_across_reads() -> None:
@@ -177,7 +175,7 @@ def test_after_a_refused_chunk_later_chunks_are_refused_until_rset() -> None:
 def test_size_limit_counts_all_chunks() -> None:
     driver = in_transaction(EngineConfig(max_message_size=10))
     out = driver.send(bdat(b"12345") + bdat(b"12345", last=True))
-    assert out.endswith(b"250 2.0.0 5 octets received\r\n" + ACCEPTED)
+    assert out == b"250 2.0.0 5 octets received\r\n" + ACCEPTED
     assert messages(driver)[0].size == 10
     driver.feed(ENVELOPE)
     out = driver.send(bdat(b"123456") + bdat(b"12345", last=True))
@@ -223,9 +221,7 @@ def test_hook_refusing_the_message_after_bdat_last() -> None:
 
     driver = Driver(answer=answer)
     driver.feed(EHLO + ENVELOPE)
-    assert driver.send(bdat(b"abc", last=True)) == (
-        b"250 2.0.0 3 octets received\r\n550 5.7.1 spam\r\n"
-    )
+    assert driver.send(bdat(b"abc", last=True)) == b"550 5.7.1 spam\r\n"
     assert driver.engine.phase is Phase.READY
 
 

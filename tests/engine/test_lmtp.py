@@ -102,7 +102,7 @@ def test_lmtp_with_bdat_last_gets_one_reply_per_recipient() -> None:
     driver.feed(LHLO)
     out = driver.send(ENVELOPE + b"BDAT 5 LAST\r\nhello")
     assert out.endswith(
-        b"250 2.0.0 5 octets received\r\n"
+        b"550 5.1.1 no such user\r\n250 2.1.5 recipient OK\r\n"
         b"250 2.0.0 OK message accepted\r\n"
         b"250 2.0.0 OK message accepted\r\n"
     )

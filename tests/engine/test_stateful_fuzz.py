@@ -305,6 +305,11 @@ class EngineSession(RuleBasedStateMachine):
             expected = (
                 event.recipients if isinstance(event, EndOfMessage) and self.config.lmtp else 1
             )
+            if isinstance(event, Bdat) and event.last:
+                # RFC 3030 §2: an accepted BDAT LAST is answered by its EndOfMessage.
+                given = answer if isinstance(answer, Reply) else event.default_reply
+                if given.code < 400:
+                    expected = 0
         elif isinstance(event, CommandRejected | MessageRejected):
             expected = 1
         else:
@@ -322,6 +327,8 @@ class EngineSession(RuleBasedStateMachine):
         self, event: Event, answer: Reply | list[Reply] | None, written: list[list[bytes]]
     ) -> None:
         positive = bool(written) and written[0][0][:1] in (b"2", b"3")
+        if isinstance(event, Bdat) and event.last and not written:
+            positive = True  # accepted; its reply is the EndOfMessage's
         closed = self.engine.state is State.CLOSED
         if isinstance(event, MailFrom) and positive:
             self.in_transaction = True

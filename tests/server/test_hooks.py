@@ -530,11 +530,6 @@ async def test_bdat_hook_sees_each_chunk_and_a_refusal_swallows_the_octets() -> 
     assert mail.content == b"hello world"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: BDAT LAST gets two replies ('250 N octets received' and the message's "
-    "reply), so a client that waits for one reply per command is out of step (RFC 3030 §2)",
-)
 async def test_bdat_last_gets_exactly_one_reply() -> None:
     async with running_server() as live:
         client = await live.connect()

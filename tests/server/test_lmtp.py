@@ -158,11 +158,6 @@ async def test_done_raising_gives_451_for_every_recipient() -> None:
     assert replies == [(451, "4.3.0 local error in processing; try again later")] * len(RCPTS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: BDAT LAST gets an extra '250 N octets received' before the "
-    "per-recipient replies (RFC 3030 §2, RFC 2033 §4.2)",
-)
 async def test_bdat_last_gets_only_the_per_recipient_replies() -> None:
     async with running_server(config=LMTP) as live:
         client = await lmtp_client(live)

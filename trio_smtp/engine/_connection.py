@@ -801,7 +801,9 @@ class Engine:
 
     def _apply(self, event: Event, reply: Reply) -> None:
         positive = reply.code < 400
-        self._send(reply, enhanced=not isinstance(event, Helo))
+        if not (positive and isinstance(event, Bdat) and event.last):
+            # RFC 3030 §2: BDAT LAST gets one reply, the message's (EndOfMessage's).
+            self._send(reply, enhanced=not isinstance(event, Helo))
         if positive:
             self._bad_commands = 0
         elif reply.code in _BAD_CODES:

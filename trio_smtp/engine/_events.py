@@ -103,9 +103,9 @@ class Bdat(Command):
     """A BDAT chunk that has been fully received (RFC 3030).
 
     For a chunk that is not the last, the default reply is ``250 … octets received``.
-    For the last one (``last=True``) the engine emits :class:`EndOfMessage` right after
-    this event has been answered with a positive reply; a negative reply fails the
-    transaction.
+    For the last one (``last=True``) a positive answer is not sent: the engine emits
+    :class:`EndOfMessage` right after, whose reply is the one the client gets (RFC 3030
+    §2: one reply per BDAT command). A negative answer is sent and fails the transaction.
 
     Attributes:
         size: The chunk's declared size.
