@@ -1,4 +1,4 @@
-"""Sessions: ``nox`` runs tests, lint and typing; ``nox -s bench`` and ``nox -s certs`` on demand."""
+"""Sessions: ``nox`` runs tests, lint and typing; bench, certs and fuzz run on demand."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package."""
-    session.install("-e", ".", "mypy", "trustme")
+    session.install("-e", ".", "mypy", "trustme", "pytest")
     session.run("mypy", "--strict", "trio_smtp")
 
 

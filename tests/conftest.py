@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,9 @@ def tls_cert(tls_ca: trustme.CA) -> trustme.LeafCert:
 
 
 @pytest.fixture(scope="session")
-def tls_files(tls_ca: trustme.CA, tls_cert: trustme.LeafCert, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+def tls_files(
+    tls_ca: trustme.CA, tls_cert: trustme.LeafCert, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("tls")
     cert = d / "cert.pem"
     key = d / "key.pem"
@@ -44,7 +45,7 @@ def tls_files(tls_ca: trustme.CA, tls_cert: trustme.LeafCert, tmp_path_factory: 
         with open(cert, "ab") as f:
             f.write(pem.bytes())
     tls_ca.cert_pem.write_to_path(str(ca))
-    yield {"cert": cert, "key": key, "ca": ca}
+    return {"cert": cert, "key": key, "ca": ca}
 
 
 @pytest.fixture(scope="session")

@@ -68,10 +68,7 @@ def test_chunk_octets_are_data_even_when_they_look_like_commands() -> None:
 def test_bdat_0_last_ends_a_chunked_message() -> None:
     driver = in_transaction()
     out = driver.send(bdat(b"part one ") + bdat(b"part two") + b"BDAT 0 LAST\r\n")
-    assert out == (
-        b"250 2.0.0 9 octets received\r\n"
-        b"250 2.0.0 8 octets received\r\n" + ACCEPTED
-    )
+    assert out == (b"250 2.0.0 9 octets received\r\n250 2.0.0 8 octets received\r\n" + ACCEPTED)
     assert driver.content() == b"part one part two"
     assert messages(driver)[0].size == 17
 

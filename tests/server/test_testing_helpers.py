@@ -16,8 +16,11 @@ from trio_smtp.testing import ThreadedServer
 
 def _send(host: str, port: int, subject: str, to: list[str] | None = None) -> dict[str, object]:
     with smtplib.SMTP(host, port, timeout=10) as s:
-        return s.sendmail("app@example.org", to or ["user@example.com"],
-                          f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+        return s.sendmail(
+            "app@example.org",
+            to or ["user@example.com"],
+            f"Subject: {subject}\r\n\r\nbody\r\n".encode(),
+        )
 
 
 def test_threaded_fixture_collects_messages_from_sync_code(threaded_smtp_server) -> None:
@@ -75,5 +78,5 @@ def test_threaded_server_takes_hooks_like_server() -> None:
 
 
 def test_wait_for_names_what_arrived_on_timeout() -> None:
-    with ThreadedServer() as smtp, pytest.raises(TimeoutError, match="expected 1 message.*got 0"):
+    with ThreadedServer() as smtp, pytest.raises(TimeoutError, match=r"expected 1 message.*got 0"):
         smtp.wait_for(1, timeout=0.05)
