@@ -20,11 +20,11 @@ port with a test connection, and a port that cannot be bound raises at once from
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Final
 
-import pytest
 import trio
 
 from ._mail import Mail
@@ -235,18 +235,21 @@ class ThreadedServer(SMTPTestServer):
         self.stop()
 
 
-@pytest.fixture
-async def smtp_server() -> AsyncIterator[SMTPTestServer]:
-    """A server on a free port in the Trio test's own event loop, collecting messages."""
-    server, sink = _build(None, None)
-    async with trio.open_nursery() as nursery:
-        addresses = await nursery.start(server.serve)
-        yield SMTPTestServer(server, sink, addresses[0])
-        server.shutdown()
+if importlib.util.find_spec("pytest") is not None:
+    # The fixtures need pytest; ThreadedServer and SMTPTestServer do not.
+    import pytest
 
+    @pytest.fixture
+    async def smtp_server() -> AsyncIterator[SMTPTestServer]:
+        """A server on a free port in the Trio test's own event loop, collecting messages."""
+        server, sink = _build(None, None)
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(server.serve)
+            yield SMTPTestServer(server, sink, addresses[0])
+            server.shutdown()
 
-@pytest.fixture
-def threaded_smtp_server() -> Iterator[ThreadedServer]:
-    """A server on a free port in a background thread, for synchronous tests."""
-    with ThreadedServer() as smtp:
-        yield smtp
+    @pytest.fixture
+    def threaded_smtp_server() -> Iterator[ThreadedServer]:
+        """A server on a free port in a background thread, for synchronous tests."""
+        with ThreadedServer() as smtp:
+            yield smtp
