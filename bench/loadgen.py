@@ -46,8 +46,8 @@ import attrs
 MODES: Final = ("new", "persistent")
 DRIVERS: Final = ("threads", "asyncio")
 #: Chosen by measurement on the 2-core bench machine (see bench/README.md).
-DEFAULT_DRIVER: Final = "threads"
-DEFAULT_PROCS: Final = 2
+DEFAULT_DRIVER: Final = "asyncio"
+DEFAULT_PROCS: Final = 1
 #: Seconds any one step may wait for its replies before the message counts as an error.
 DEFAULT_TIMEOUT: Final = 30.0
 #: Length of a body line including its CRLF: RFC 5322 §2.1.1 recommends at most 78 + CRLF.

@@ -54,6 +54,8 @@ SMTP_SOURCE: Final = "smtp-source"
 BACKGROUND_SAMPLE: Final = 1.0
 #: Above this many cores' worth of other activity the numbers are flagged as noisy.
 BACKGROUND_WARNING: Final = 0.15
+#: Above this fraction of a core used by other processes during a run, the run is disturbed.
+DISTURBED: Final = 0.15
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
@@ -84,8 +86,8 @@ class Scenario:
     quick_messages: int
     starttls: bool = False
     smtp_source_ok: bool = True
-    driver: str = "threads"
-    procs: int = 2
+    driver: str = loadgen.DEFAULT_DRIVER
+    procs: int = loadgen.DEFAULT_PROCS
 
 
 SCENARIOS: Final = {
@@ -108,8 +110,6 @@ SCENARIOS: Final = {
             mode="persistent",
             messages=12000,
             quick_messages=5000,
-            driver="asyncio",
-            procs=1,
         ),
         Scenario(
             name="large",
@@ -120,8 +120,6 @@ SCENARIOS: Final = {
             messages=240,
             quick_messages=80,
             smtp_source_ok=False,
-            driver="asyncio",
-            procs=1,
         ),
         Scenario(
             name="small-starttls",
@@ -133,8 +131,6 @@ SCENARIOS: Final = {
             messages=2500,
             quick_messages=1000,
             smtp_source_ok=False,
-            driver="asyncio",
-            procs=1,
         ),
     )
 }
@@ -152,6 +148,9 @@ class Run:
     size: int
     server_cpu: float
     generator_cpu: float
+    #: CPU seconds the rest of the machine used during the run (other processes, and
+    #: kernel work charged to no process): a high value means a disturbed run.
+    other_cpu: float = 0.0
     note: str = ""
 
     @property
@@ -162,14 +161,21 @@ class Run:
     def megabytes_per_second(self) -> float:
         return self.messages_per_second * self.size / 1e6
 
+    @property
+    def disturbed(self) -> bool:
+        """Whether other activity on the machine took enough CPU to skew this run."""
+        return self.elapsed > 0 and self.other_cpu / self.elapsed > DISTURBED
+
     def as_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self)
+        data["disturbed"] = self.disturbed
         data["messages_per_second"] = self.messages_per_second
         data["megabytes_per_second"] = self.megabytes_per_second
         data["server_cpu_percent"] = 100 * self.server_cpu / self.elapsed if self.elapsed else 0
         data["generator_cpu_percent"] = (
             100 * self.generator_cpu / self.elapsed if self.elapsed else 0
         )
+        data["other_cpu_percent"] = 100 * self.other_cpu / self.elapsed if self.elapsed else 0
         return data
 
 
@@ -253,7 +259,9 @@ def _measure(
 ) -> Run:
     server_before = server.cpu_seconds()
     children_before = _children_cpu()
+    machine_before, _ = _machine_cpu_seconds()
     delivered, errors, elapsed, note = _generate(scenario, generator, server.port, messages)
+    machine = _machine_cpu_seconds()[0] - machine_before
     generator_cpu = _children_cpu() - children_before
     server_cpu = server.cpu_seconds() - server_before if server.alive() else 0.0
     if not server.alive():
@@ -267,6 +275,7 @@ def _measure(
         size=scenario.size,
         server_cpu=server_cpu,
         generator_cpu=generator_cpu,
+        other_cpu=max(machine - server_cpu - generator_cpu, 0.0),
         note=note,
     )
 
@@ -284,8 +293,13 @@ class ScenarioResult:
     def runs_of(self, label: str) -> list[Run]:
         return [run for run in self.runs if run.server == label]
 
+    def counted_runs(self, label: str) -> list[Run]:
+        """The runs a median is taken over: the undisturbed ones, or all if none is."""
+        runs = self.runs_of(label)
+        return [run for run in runs if not run.disturbed] or runs
+
     def median(self, label: str, attribute: str) -> float | None:
-        values = [getattr(run, attribute) for run in self.runs_of(label)]
+        values = [getattr(run, attribute) for run in self.counted_runs(label)]
         return statistics.median(values) if values else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -297,6 +311,8 @@ class ScenarioResult:
                     "messages_per_second": self.median(label, "messages_per_second"),
                     "megabytes_per_second": self.median(label, "megabytes_per_second"),
                     "errors": sum(run.errors for run in runs),
+                    "runs_counted": len(self.counted_runs(label)),
+                    "only_disturbed_runs": all(run.disturbed for run in runs),
                 }
                 if runs
                 else None
@@ -334,8 +350,13 @@ def run_scenario(
     generator_choice: str,
     certs: CertPair | None,
     log_dir: Path,
+    retries: int = 1,
 ) -> ScenarioResult:
-    """Start both servers, warm them up, measure ``reps`` alternating runs, stop them."""
+    """Start both servers, warm them up, measure ``reps`` alternating runs, stop them.
+
+    A run during which other processes used more than :data:`DISTURBED` of a core is
+    measured again, up to ``retries`` times, keeping the least disturbed attempt.
+    """
     labels = [kinds[0], kinds[1] if kinds[1] != kinds[0] else f"{kinds[1]}#2"]
     generator = _generator_name(scenario, generator_choice)
     result = ScenarioResult(scenario=scenario, generator=generator, labels=labels)
@@ -376,9 +397,19 @@ def run_scenario(
                     )
                     continue
                 run = _measure(scenario, generator, server, messages, rep)
+                for _ in range(retries):
+                    if not run.disturbed:
+                        break
+                    # Another process took CPU mid-run: its rate says little about the
+                    # server. Measure again and keep the calmer of the two.
+                    retry = _measure(scenario, generator, server, messages, rep)
+                    run = min(run, retry, key=lambda r: r.other_cpu / r.elapsed)
                 result.runs.append(run)
                 status = (
                     f"{run.messages_per_second:8.0f} msg/s {run.megabytes_per_second:7.2f} MB/s"
+                    f"  (cpu: server {100 * run.server_cpu / run.elapsed:3.0f}%,"
+                    f" generator {100 * run.generator_cpu / run.elapsed:3.0f}%,"
+                    f" other {100 * run.other_cpu / run.elapsed:3.0f}%)"
                 )
                 extra = f"  {run.errors} errors: {run.note}" if run.errors or run.note else ""
                 print(
@@ -409,33 +440,41 @@ def render_table(results: list[ScenarioResult]) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+
+        def rate(label: str, r: ScenarioResult = r) -> str:
+            # A star: every run of this server was disturbed, so the median is too.
+            runs = r.runs_of(label)
+            star = "*" if runs and all(run.disturbed for run in runs) else ""
+            return _fmt(r.median(label, "messages_per_second"), ".0f") + star
+
         lines.append(
-            f"| {r.scenario.name} | {r.generator} "
-            f"| {_fmt(r.median(a, 'messages_per_second'), '.0f')} "
-            f"| {_fmt(r.median(b, 'messages_per_second'), '.0f')} "
+            f"| {r.scenario.name} | {r.generator} | {rate(a)} | {rate(b)} "
             f"| {_fmt(r.ratio(), '.2f')} "
             f"| {_fmt(r.median(a, 'megabytes_per_second'), '.2f')} "
             f"| {_fmt(r.median(b, 'megabytes_per_second'), '.2f')} |"
         )
     lines += [
         "",
-        "CPU use during the measured runs (median % of one core; 100% = the server is saturated;"
-        " other load: % of a core used by other processes just before the scenario):",
+        "CPU use, in % of one core (medians over the runs counted above). A server at ~100%"
+        " was saturated. Other load: the rest of the machine, just before the scenario /"
+        " during its runs (all of them); much above ~10% means disturbed runs.",
         "",
         f"| scenario | {a} CPU | generator CPU vs {a} | {b} CPU | generator CPU vs {b} "
-        "| other load before | errors |",
+        "| other load before / during | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         cells = []
         for label in (a, b):
-            runs = r.runs_of(label)
+            runs = r.counted_runs(label)
             server = [100 * x.server_cpu / x.elapsed for x in runs if x.elapsed]
             gen = [100 * x.generator_cpu / x.elapsed for x in runs if x.elapsed]
             cells.append(_fmt(statistics.median(server) if server else None, ".0f"))
             cells.append(_fmt(statistics.median(gen) if gen else None, ".0f"))
         errors = sum(run.errors for run in r.runs)
-        cells.append(f"{100 * r.background:.0f}")
+        during = [100 * x.other_cpu / x.elapsed for x in r.runs if x.elapsed]
+        median_during = statistics.median(during) if during else None
+        cells.append(f"{100 * r.background:.0f} / {_fmt(median_during, '.0f')}")
         lines.append(f"| {r.scenario.name} | " + " | ".join(cells) + f" | {errors} |")
     return "\n".join(lines)
 
@@ -498,12 +537,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="load generator for the plain small scenarios (default: smtp-source if found)",
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="re-measure a run disturbed by other processes up to this many times (default 1)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
     kinds = tuple(args.servers.split(","))
     if len(kinds) != 2 or any(kind not in SERVER_SCRIPTS for kind in kinds):
         parser.error(f"--servers must be two of {sorted(SERVER_SCRIPTS)!r}, not {args.servers!r}")
     args.kinds = kinds
+    if args.retries < 0:
+        parser.error(f"--retries must be at least 0, not {args.retries!r}")
     if args.reps is not None and args.reps < 1:
         parser.error(f"--reps must be at least 1, not {args.reps!r}")
     return args
@@ -530,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                     generator_choice=args.generator,
                     certs=certs,
                     log_dir=log_dir,
+                    retries=args.retries,
                 )
             )
     total = time.monotonic() - started
@@ -539,6 +587,13 @@ def main(argv: list[str] | None = None) -> int:
     failures = [f"{r.scenario.name}: {text}" for r in results for text in r.failures.values()]
     for failure in failures:
         print(f"FAILED {failure}")
+    disturbed = sum(run.disturbed for r in results for run in r.runs)
+    if disturbed:
+        print(
+            f"WARNING: {disturbed} measured runs shared the CPU with other processes (over"
+            f" {100 * DISTURBED:.0f}% of a core); medians leave them out where a server has"
+            " undisturbed runs, and * marks a median of disturbed runs only"
+        )
     print(f"{reps} reps per server and scenario, total time {total:.0f} s")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     report = {
