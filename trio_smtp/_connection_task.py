@@ -21,6 +21,7 @@ import errno
 import itertools
 import math
 import secrets
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -169,6 +170,7 @@ class ConnectionTask:
         self._reading = False
         #: True while a send_all is in progress, and still True if it was cancelled.
         self._sending = False
+        self._raw = _raw_socket(stream)
         self._shutdown = False
         self._counted_ip: str | None = None
 
@@ -370,9 +372,14 @@ class ConnectionTask:
             await self._flush()
             return None
         in_body = engine.state is State.DATA or engine.state is State.BDAT
+        size = BODY_READ_SIZE if in_body else COMMAND_READ_SIZE
         self._reading = True
         try:
-            data = await self.stream.receive_some(BODY_READ_SIZE if in_body else COMMAND_READ_SIZE)
+            raw = self._raw
+            if raw is not None:
+                data = await _raw_receive(raw, size)
+            else:
+                data = bytes(await self.stream.receive_some(size))
         except (ssl.SSLError, trio.BrokenResourceError):
             self.close_reason = "connection lost"
             engine.close()
@@ -381,7 +388,7 @@ class ConnectionTask:
             self._reading = False
         assert self._io_scope is not None
         self._io_scope.deadline = math.inf
-        return bytes(data)
+        return data
 
     async def _timed_out(self) -> None:
         """The armed deadline passed (or shutdown woke an idle read): 421 and close."""
@@ -410,6 +417,19 @@ class ConnectionTask:
         if not data:
             return
         scope = self._io_scope
+        raw = self._raw
+        if raw is not None:
+            # Replies are small and the socket buffer is large: one send() nearly always
+            # takes all of it, without a trip through Trio's scheduler.
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket send failed: {exc}") from exc
+            if sent == len(data):
+                return
+            data = data[sent:]
         self._sending = True
         if scope is not None and scope.deadline != math.inf:
             await self.stream.send_all(data)  # bounded by the armed deadline
@@ -440,6 +460,7 @@ class ConnectionTask:
             self.engine.close()
             return False
         self.stream = ssl_stream
+        self._raw = None
         self.session.tls = tls_info(ssl_stream, implicit=implicit)
         tls = self.session.tls
         self.logger.info(
@@ -492,6 +513,7 @@ class ConnectionTask:
                 )
                 if used < len(buf):
                     self.stream = _PrefixedStream(self.stream, bytes(buf[used:]))
+                    self._raw = None
                 return True
         self.close_reason = "no valid PROXY header"
         self.engine.close()
@@ -766,6 +788,42 @@ class ConnectionTask:
             f"from=<{mail.mail_from if mail else ''}> -> {reply}"
         )
         self.mail = None
+
+
+def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The stdlib socket under a plain :class:`trio.SocketStream`, for the fast path.
+
+    Per command, the connection does one send and one receive. Done through the raw
+    non-blocking socket (a send that completes at once needs no trip through the
+    scheduler; a receive that would block waits with ``wait_readable``), they cost
+    about half of what ``SocketStream``'s generic path does (profiled with cProfile
+    and smtp-source). Anything else (TLS, a PROXY prefix) uses the stream's methods.
+    """
+    if type(stream) is not trio.SocketStream:
+        return None
+    raw = getattr(stream.socket, "_sock", None)  # trio's socket wraps a stdlib one
+    return raw if isinstance(raw, socket.socket) else None
+
+
+async def _raw_receive(raw: socket.socket, size: int) -> bytes:
+    """``recv`` on a non-blocking socket: a checkpoint, like any Trio receive."""
+    try:
+        data = raw.recv(size)
+    except BlockingIOError:
+        pass
+    except OSError as exc:
+        raise trio.BrokenResourceError(f"socket receive failed: {exc}") from exc
+    else:
+        await trio.lowlevel.checkpoint()
+        return data
+    while True:
+        await trio.lowlevel.wait_readable(raw)
+        try:
+            return raw.recv(size)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket receive failed: {exc}") from exc
 
 
 def _hostport(addr: tuple[str, int] | None) -> str:
