@@ -231,12 +231,15 @@ class ConnectionTask:
                 f"Message dropped: id={self.mail.id} (connection ended before the final dot)"
             )
         await self._fire("close", self.session)
-        with trio.move_on_after(FAREWELL_TIMEOUT) as scope:
-            scope.shield = True
-            try:
-                await self.stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
-                pass
+        if self._raw is not None:
+            await self.stream.aclose()  # a plain socket closes at once
+        else:
+            # TLS may try to send close_notify to a client that no longer reads.
+            with trio.move_on_after(FAREWELL_TIMEOUT):
+                try:
+                    await self.stream.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
         if self._counted_ip is not None:
             self.server._release_ip(self._counted_ip)
         self.logger.info(f"Connection closed: id={self.session.id} ({self.close_reason})")
@@ -386,8 +389,9 @@ class ConnectionTask:
             return None
         finally:
             self._reading = False
-        assert self._io_scope is not None
-        self._io_scope.deadline = math.inf
+        # The deadline stays armed while the events are handled (no awaits there but
+        # hooks, the authenticator and TLS, which disarm it first): one deadline
+        # change per command instead of two.
         return data
 
     async def _timed_out(self) -> None:
@@ -445,6 +449,7 @@ class ConnectionTask:
         context = self.server.ssl_context
         assert context is not None
         ssl_stream = trio.SSLStream(self.stream, context, server_side=True)
+        self._disarm()
         with trio.move_on_after(self.config.tls_handshake_timeout) as scope:
             try:
                 await ssl_stream.do_handshake()
@@ -554,8 +559,15 @@ class ConnectionTask:
         except Exception as exc:
             self.logger.error(f"Hook 'error' failed: id={self.session.id} {exc!r}")
 
+    def _disarm(self) -> None:
+        """Lift the I/O deadline: what comes next has its own timeout."""
+        scope = self._io_scope
+        if scope is not None and scope.deadline != math.inf:
+            scope.deadline = math.inf
+
     async def _call(self, name: str, hook: Callable[..., Any], *args: Any) -> Any:
         """Call a hook under ``hook_timeout``; a ``Reply`` it raises is returned."""
+        self._disarm()
         try:
             with trio.fail_after(self.config.hook_timeout):
                 return await call_hook(hook, *args)
@@ -696,6 +708,7 @@ class ConnectionTask:
                 await self._error(HookReturnError(f"hook 'AUTH' returned {result!r}"))
                 reply, decided = HOOK_FAILED, True
         if not decided and self.server.authenticator is not None:
+            self._disarm()
             ok = await trio.to_thread.run_sync(
                 self.server.authenticator, event.mechanism, event.login, event.password
             )
