@@ -214,21 +214,50 @@ class Server:
     async def _accept_loop(
         self, listener: trio.SocketListener, implicit: bool, nursery: trio.Nursery
     ) -> None:
+        raw = getattr(listener.socket, "_sock", None)  # the stdlib socket under trio's
+        bound = _addr(listener.socket.getsockname())
+        wildcard = ipaddress.ip_address(bound[0].split("%", 1)[0]).is_unspecified
+        accepted = 0
         while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno in _CAPACITY_ERRNOS:
-                    self.logger.error(f"accept() failed: {exc}; pausing 100 ms")
-                    await trio.sleep(0.1)
+            accepted += 1
+            if accepted % 64 == 0:
+                await trio.lowlevel.checkpoint()  # a flood must not starve the others
+            if isinstance(raw, socket.socket):
+                # Take every connection already queued in one go: a burst of clients
+                # costs one trip through the scheduler, not one per connection.
+                try:
+                    sock, peer_name = raw.accept()
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(raw)
                     continue
-                raise
-            try:
-                peer = _addr(stream.socket.getpeername())
-                local = _addr(stream.socket.getsockname())
-            except OSError:
-                await trio.aclose_forcefully(stream)
-                continue
+                except OSError as exc:
+                    if exc.errno in _CAPACITY_ERRNOS:
+                        self.logger.error(f"accept() failed: {exc}; pausing 100 ms")
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+                peer = _addr(peer_name)
+                try:
+                    local = _addr(sock.getsockname()) if wildcard else bound
+                except OSError:
+                    await trio.aclose_forcefully(stream)
+                    continue
+            else:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno in _CAPACITY_ERRNOS:
+                        self.logger.error(f"accept() failed: {exc}; pausing 100 ms")
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                try:
+                    peer = _addr(stream.socket.getpeername())
+                    local = _addr(stream.socket.getsockname())
+                except OSError:
+                    await trio.aclose_forcefully(stream)
+                    continue
             if len(self._connections) >= self.config.max_connections:
                 nursery.start_soon(self._refuse, stream, implicit, peer)
                 continue

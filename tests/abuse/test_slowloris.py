@@ -69,7 +69,9 @@ async def _slowloris(n: int, *, data_phase: bool = False) -> None:
         assert len(cut_after) == n
         # Cut at the timeout: not before (a dribble never counts as a whole command), and
         # not much after (the byte stream never moves the deadline).
-        assert min(cut_after) >= COMMAND_TIMEOUT - 0.05, min(cut_after)
+        # The server starts the wait when it sends the greeting, a little before the
+        # client sees it: with 200 connections at once that can be tens of ms.
+        assert min(cut_after) >= COMMAND_TIMEOUT - 0.15, min(cut_after)
         assert max(cut_after) < COMMAND_TIMEOUT + 2.0, max(cut_after)
     # Ordinary senders kept going through the whole attack, never near the timeout.
     traffic.check(at_least=4, max_latency=COMMAND_TIMEOUT)
