@@ -205,8 +205,31 @@ class ConnectionTask:
             self.close_reason = "internal error"
             log.error(f"Connection {self.session.id}: internal error {exc!r}")
         finally:
-            with trio.CancelScope(shield=True):
-                await self._finish()
+            stream = self.stream
+            if (
+                self.engine.state is State.CLOSED
+                and self._raw is not None
+                and isinstance(stream, trio.SocketStream)
+                and "close" not in self.hooks
+            ):
+                # Nothing left to wait for (no farewell, no hook, a plain socket): close
+                # now, without a shielded scope and a trip through the scheduler.
+                stream.socket.close()
+                self._closed()
+            else:
+                with trio.CancelScope(shield=True):
+                    await self._finish()
+
+    def _closed(self) -> None:
+        """The bookkeeping of a closed connection: per-IP count and log lines."""
+        if self.mail is not None and self._chunks:
+            self.logger.info(
+                f"Message dropped: id={self.mail.id} (connection ended before the final dot)"
+            )
+        if self._counted_ip is not None:
+            self.server._release_ip(self._counted_ip)
+            self._counted_ip = None
+        self.logger.info(f"Connection closed: id={self.session.id} ({self.close_reason})")
 
     async def _finish(self) -> None:
         if (
@@ -226,10 +249,6 @@ class ConnectionTask:
                     await self.stream.send_all(self.engine.data_to_send())
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
-        if self.mail is not None and self._chunks:
-            self.logger.info(
-                f"Message dropped: id={self.mail.id} (connection ended before the final dot)"
-            )
         await self._fire("close", self.session)
         if self._raw is not None:
             await self.stream.aclose()  # a plain socket closes at once
@@ -240,9 +259,7 @@ class ConnectionTask:
                     await self.stream.aclose()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
-        if self._counted_ip is not None:
-            self.server._release_ip(self._counted_ip)
-        self.logger.info(f"Connection closed: id={self.session.id} ({self.close_reason})")
+        self._closed()
 
     async def _serve(self) -> None:
         if self.server.data_factory is not None:
