@@ -649,16 +649,19 @@ class ConnectionTask:
             engine.respond()
             return
         name = event.verb
-        fields: dict[str, Any] = {"argument": event.argument}
         if isinstance(event, MailFrom):
             self.mail = self._new_mail(event)
             self._chunks = []
-            fields.update(address=event.address, params=event.params)
-        elif isinstance(event, RcptTo):
-            fields.update(address=event.address, params=event.params)
-        elif isinstance(event, Bdat):
-            fields.update(size=event.size, last=event.last)
-        reply = await self._hook_reply(name, self._context(event_name=name, **fields))
+        reply: Reply | None = None
+        hook = self.hooks.get(name)
+        if hook is not None:
+            fields: dict[str, Any] = {"argument": event.argument}
+            if isinstance(event, MailFrom | RcptTo):
+                fields.update(address=event.address, params=event.params)
+            elif isinstance(event, Bdat):
+                fields.update(size=event.size, last=event.last)
+            result = await self._call(name, hook, self._context(event_name=name, **fields))
+            reply = await self._as_reply(name, result)
         engine.respond(reply)
         positive = reply is None or reply.is_positive
         if isinstance(event, Helo) and positive:
