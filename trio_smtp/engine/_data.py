@@ -180,10 +180,8 @@ class DataReader:
         assert limit is not None
         budget = limit - 2
         first = self._line_len + len(lines[0])
-        if len(lines) == 1:
-            longest = first
-        else:
-            longest = max(first, max(map(len, lines[1:])))
+        # lines[0] is counted again in max(): harmless, ``first`` already covers it.
+        longest = first if len(lines) == 1 else max(first, max(map(len, lines)))
         if longest > budget:
             self.error = LINE_TOO_LONG
             return
