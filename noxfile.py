@@ -40,6 +40,8 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".", "aiosmtpd==1.4.6", "trustme")
     session.run("python", "bench/engine_bench.py")
     session.run("python", "bench/server_bench.py", *session.posargs)
+    session.run("python", "bench/memory_bench.py")
+    session.run("python", "bench/workers_bench.py")
 
 
 @nox.session
