@@ -143,12 +143,11 @@ class DataReader:
         self._at_line_start = region.endswith(b"\r\n")
         if self.error is not None:
             return b""
-        # splitlines() breaks at CRLF, bare CR and bare LF alike; the region is clean
-        # exactly when the number of breaks equals both the CR and the LF counts.
+        # splitlines() breaks at CRLF (two octets), bare CR and bare LF (one octet each)
+        # alike: the region is clean exactly when its line breaks take two octets each.
         lines = region.splitlines()
         breaks = len(lines) - (0 if ends_with_break else 1)
-        lf = region.count(b"\n")
-        clean = breaks == lf and region.count(b"\r") == lf
+        clean = len(region) - sum(map(len, lines)) == 2 * breaks
         if not clean and self._policy is BareLineEndings.REJECT:
             self.error = BARE_LINE_ENDING
             return b""
