@@ -322,14 +322,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         logger = Logger(level=args.log_level)
-        if args.workers > 1:
-            from ._workers import run_workers
-
-            return run_workers(args, config, argv)
         sink = make_sink(args, logger)
+        # Built before --workers forks too: a bad certificate or auth file must exit 2
+        # here, not make every worker die at start and be restarted forever.
         server = Server({"config": config}, {"logger": logger, "sink": sink})
     except (ValueError, TypeError, OSError) as exc:
         return _fail(str(exc))
+    if args.workers > 1:
+        from ._workers import run_workers
+
+        return run_workers(args, config, argv)
     try:
         server.run()
     except KeyboardInterrupt:

@@ -729,9 +729,14 @@ class ConnectionTask:
                 reply, decided = HOOK_FAILED, True
         if not decided and self.server.authenticator is not None:
             self._disarm()
-            ok = await trio.to_thread.run_sync(
-                self.server.authenticator, event.mechanism, event.login, event.password
-            )
+            try:
+                ok = await trio.to_thread.run_sync(
+                    self.server.authenticator, event.mechanism, event.login, event.password
+                )
+            except Exception as exc:
+                # Like a failing hook: 451 and the error event, not a dropped connection.
+                await self._error(exc)
+                reply, ok = HOOK_FAILED, False
             if ok:
                 reply = Reply(235, "2.7.0 authentication successful")
         self.engine.respond(reply)

@@ -462,7 +462,8 @@ class Engine:
         for key in params:
             if key == "SIZE":  # RFC 1870 §6
                 value = need_value(params, key)
-                if not value.isdigit() or len(value) > 20:
+                # isascii(): str.isdigit() also accepts digits int() refuses ("²").
+                if not value.isascii() or not value.isdigit() or len(value) > 20:
                     raise RemoteProtocolError(Reply(501, "5.5.4 bad SIZE value"))
                 size = int(value)
                 if c.max_message_size is not None and size > c.max_message_size:
