@@ -9,6 +9,7 @@ from typing import Any, Final
 import attrs
 
 from .engine import BareLineEndings, EngineConfig
+from .engine._auth import MECHANISMS
 from .engine._config import (
     DEFAULT_MAX_AUTH_FAILURES,
     DEFAULT_MAX_BAD_COMMANDS,
@@ -39,6 +40,20 @@ def _hosts(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
     return tuple(value)
+
+
+def _mechanisms(value: Any) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else tuple(value)
+    out = []
+    for name in names:
+        upper = str(name).upper()
+        if upper not in MECHANISMS:
+            raise ValueError(
+                f"auth_mechanisms: unsupported mechanism {name!r}; choose from "
+                f"{', '.join(MECHANISMS)}"
+            )
+        out.append(upper)
+    return tuple(out)
 
 
 def _port(_inst: object, attr: attrs.Attribute[Any], value: int | None) -> None:
@@ -100,7 +115,9 @@ class ServerConfig:
     auth_file: str | None = None
     auth_insecure: bool = False
     auth_required: bool = False
-    auth_mechanisms: tuple[str, ...] = attrs.field(default=("PLAIN", "LOGIN"), converter=_as_tuple)
+    auth_mechanisms: tuple[str, ...] = attrs.field(
+        default=("PLAIN", "LOGIN"), converter=_mechanisms
+    )
     max_message_size: int | None = attrs.field(
         default=DEFAULT_MAX_MESSAGE_SIZE, validator=_positive_number
     )

@@ -729,10 +729,20 @@ class ConnectionTask:
                 reply, decided = HOOK_FAILED, True
         if not decided and self.server.authenticator is not None:
             self._disarm()
+            ok = False
             try:
-                ok = await trio.to_thread.run_sync(
-                    self.server.authenticator, event.mechanism, event.login, event.password
-                )
+                # Bounded like a hook; a thread that overruns is abandoned, not waited for.
+                with trio.fail_after(self.config.hook_timeout):
+                    ok = await trio.to_thread.run_sync(
+                        self.server.authenticator,
+                        event.mechanism,
+                        event.login,
+                        event.password,
+                        abandon_on_cancel=True,
+                    )
+            except trio.TooSlowError:
+                await self._error(HookTimeout("authenticator", self.config.hook_timeout))
+                reply, ok = HOOK_FAILED, False
             except Exception as exc:
                 # Like a failing hook: 451 and the error event, not a dropped connection.
                 await self._error(exc)

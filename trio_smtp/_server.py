@@ -28,6 +28,8 @@ _CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, e
 _BUSY: Final = Reply(421, "4.7.0 too many connections, try again later")
 _REFUSE_TIMEOUT: Final = 2.0
 _BACKLOG: Final = 1024
+#: Connections being told 421 (over max_connections) at once; more are just closed.
+_MAX_REFUSING: Final = 64
 
 Authenticator = Callable[[str, str, str], bool]
 
@@ -92,6 +94,7 @@ class Server:
         self._connections: set[ConnectionTask] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._shutdown_requested = False
+        self._refusing = 0
         self._shutdown_event: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._serving = False
@@ -142,6 +145,7 @@ class Server:
             await self._serve_listeners(listeners, task_status)
         finally:
             self._serving = False
+            self._shutdown_requested = False  # a stopped server may serve again
 
     async def _open_listeners(self) -> list[tuple[trio.SocketListener, bool]]:
         cfg = self.config
@@ -259,6 +263,11 @@ class Server:
                     await trio.aclose_forcefully(stream)
                     continue
             if len(self._connections) >= self.config.max_connections:
+                if self._refusing >= _MAX_REFUSING:
+                    # A flood: refusals get no task (nor a 421) past this many at once.
+                    stream.socket.close()
+                    continue
+                self._refusing += 1
                 nursery.start_soon(self._refuse, stream, implicit, peer)
                 continue
             conn = ConnectionTask(self, stream, peer=peer, local=local, implicit_tls=implicit)
@@ -278,13 +287,16 @@ class Server:
             f"Connection refused: peer={_hostport(peer)} (max_connections "
             f"{self.config.max_connections} reached)"
         )
-        with trio.move_on_after(_REFUSE_TIMEOUT):
-            try:
-                if not implicit:
-                    await stream.send_all(_BUSY.to_bytes())
-            except (trio.BrokenResourceError, OSError):
-                pass
-        await trio.aclose_forcefully(stream)
+        try:
+            with trio.move_on_after(_REFUSE_TIMEOUT):
+                try:
+                    if not implicit:
+                        await stream.send_all(_BUSY.to_bytes())
+                except (trio.BrokenResourceError, OSError):
+                    pass
+            await trio.aclose_forcefully(stream)
+        finally:
+            self._refusing -= 1
 
     def _admit_ip(self, ip: str) -> bool:
         if self._per_ip[ip] >= self.config.max_connections_per_ip:

@@ -81,3 +81,68 @@ def test_workers_with_a_bad_auth_file_exit_2_instead_of_restarting_forever(
     assert result.stderr.count("\n") == 1
     assert "expected user:password" in result.stderr
     assert "Supervisor" not in result.stderr
+
+
+async def test_a_hanging_authenticator_gets_451_at_hook_timeout() -> None:
+    import threading
+
+    import trio
+
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def authenticator(mechanism: str, login: str, password: str) -> bool:
+        release.wait(10)  # a user database that never answers
+        return True
+
+    try:
+        async with running_server(
+            {"error": lambda exc, mail: errors.append(exc)},
+            config={"auth_insecure": True, "hook_timeout": 0.3},
+            deps={"authenticator": authenticator},
+        ) as live:
+            client = await live.connect()
+            assert (await client.reply())[0] == 220
+            token = base64.b64encode(b"\0bob\0pw").decode()
+            await client.send(f"EHLO c.test\r\nAUTH PLAIN {token}\r\n".encode())
+            assert (await client.reply())[0] == 250
+            with trio.fail_after(5):
+                assert (await client.reply())[0] == 451
+            await client.send(b"NOOP\r\n")
+            assert (await client.reply())[0] == 250
+    finally:
+        release.set()
+    assert [type(e).__name__ for e in errors] == ["HookTimeout"]
+
+
+async def test_a_server_serves_again_after_shutdown() -> None:
+    import smtplib
+
+    import trio
+
+    from trio_smtp import Server
+    from trio_smtp.sinks import MemorySink
+
+    sink = MemorySink()
+    server = Server({"config": {"port": 0, "hostname": "mx.test"}}, {"sink": sink})
+    for round_ in range(2):
+        async with trio.open_nursery() as nursery:
+            (_, port), *_ = await nursery.start(server.serve)
+
+            def send(port: int = port, n: int = round_) -> None:
+                with smtplib.SMTP("127.0.0.1", port, timeout=5) as s:
+                    s.sendmail("a@x.test", ["b@y.test"], f"Subject: {n}\r\n\r\nx\r\n".encode())
+
+            await trio.to_thread.run_sync(send)
+            server.shutdown()
+    assert [m.message["Subject"] for m in sink.messages] == ["0", "1"]
+
+
+def test_auth_mechanisms_are_checked_and_upper_cased() -> None:
+    import pytest
+
+    from trio_smtp import ServerConfig
+
+    assert ServerConfig(auth_mechanisms=["plain", "Login"]).auth_mechanisms == ("PLAIN", "LOGIN")
+    with pytest.raises(ValueError, match="unsupported mechanism 'CRAM-MD5'"):
+        ServerConfig(auth_mechanisms=("CRAM-MD5",))
