@@ -235,11 +235,8 @@ class Server:
                     await trio.lowlevel.wait_readable(raw)
                     continue
                 except OSError as exc:
-                    if exc.errno in _CAPACITY_ERRNOS:
-                        self.logger.error(f"accept() failed: {exc}; pausing 100 ms")
-                        await trio.sleep(0.1)
-                        continue
-                    raise
+                    await self._accept_failed(exc)
+                    continue
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
                 peer = _addr(peer_name)
                 try:
@@ -251,11 +248,8 @@ class Server:
                 try:
                     stream = await listener.accept()
                 except OSError as exc:
-                    if exc.errno in _CAPACITY_ERRNOS:
-                        self.logger.error(f"accept() failed: {exc}; pausing 100 ms")
-                        await trio.sleep(0.1)
-                        continue
-                    raise
+                    await self._accept_failed(exc)
+                    continue
                 try:
                     peer = _addr(stream.socket.getpeername())
                     local = _addr(stream.socket.getsockname())
@@ -273,6 +267,13 @@ class Server:
             conn = ConnectionTask(self, stream, peer=peer, local=local, implicit_tls=implicit)
             self._connections.add(conn)
             nursery.start_soon(self._run_connection, conn)
+
+    async def _accept_failed(self, exc: OSError) -> None:
+        """Out of file descriptors or memory: pause and retry; anything else is fatal."""
+        if exc.errno not in _CAPACITY_ERRNOS:
+            raise exc
+        self.logger.error(f"accept() failed: {exc}; pausing 100 ms")
+        await trio.sleep(0.1)
 
     async def _run_connection(self, conn: ConnectionTask) -> None:
         try:
