@@ -312,6 +312,31 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def _raise_open_files_limit(max_connections: int, logger: Any) -> None:
+    """Make room for ``max_connections`` sockets: raise the soft RLIMIT_NOFILE if needed.
+
+    The default soft limit (often 1024) is barely above the default ``--max-connections``
+    (1000); the hard limit is usually much higher. Past the soft limit, accept() fails
+    with EMFILE and the server pauses accepting.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 128  # listeners, log files, worker pipes, TLS, sinks
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        logger.warn(
+            f"open files limit is {target}: fewer than --max-connections {max_connections} "
+            "can be served at once"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -322,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         logger = Logger(level=args.log_level)
+        _raise_open_files_limit(args.max_connections, logger)
         sink = make_sink(args, logger)
         # Built before --workers forks too: a bad certificate or auth file must exit 2
         # here, not make every worker die at start and be restarted forever.
