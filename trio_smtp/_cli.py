@@ -24,6 +24,16 @@ from .engine._config import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS
 PROG = "trio-smtp"
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False) or "(default:" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One clear line, not the usage block.
@@ -74,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Receive mail over SMTP or LMTP. Serves on 127.0.0.1:1337 by default and "
         "logs a line for each message; give a sink flag to store or forward messages.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     net = p.add_argument_group("listening")
     net.add_argument(
