@@ -291,9 +291,10 @@ class ConnectionTask:
 
     async def _loop(self) -> None:
         # One cancel scope carries every I/O deadline of the connection: it is armed
-        # with the command or data deadline before each flush-and-read and disarmed
-        # while events are handled (hooks have their own timeout). One scope instead
-        # of two per command keeps Trio's per-scope cost off the per-command path.
+        # with the command or data deadline before each flush-and-read, and disarmed
+        # only around hooks, the authenticator and TLS, which have timeouts of their
+        # own. One scope per connection keeps Trio's per-scope cost off the
+        # per-command path.
         with trio.CancelScope() as scope:
             self._io_scope = scope
             await self._events()
@@ -344,7 +345,7 @@ class ConnectionTask:
                 self.session.esmtp = False
                 self.session.authenticated_as = None
                 self.session.auth_mechanism = None
-                reply = await self._hook_reply("STARTTLS", self._context(event_name="STARTTLS"))
+                reply = await self._hook_reply("STARTTLS")
                 if reply is not None and not reply.is_positive:
                     engine.close(reply if reply.code == 421 else Reply(421, reply.text))
                     self.close_reason = "refused after STARTTLS"
@@ -369,8 +370,7 @@ class ConnectionTask:
         """Set the I/O deadline for the wait ahead: a whole command, or a whole body."""
         scope = self._io_scope
         assert scope is not None
-        engine = self.engine
-        if engine.state is State.DATA or engine.state is State.BDAT:
+        if self.engine.reading_body:
             if self._data_deadline is None:
                 self._data_deadline = trio.current_time() + self.config.data_timeout
             scope.deadline = self._data_deadline
@@ -391,8 +391,7 @@ class ConnectionTask:
             self.close_reason = "server shutdown"
             await self._flush()
             return None
-        in_body = engine.state is State.DATA or engine.state is State.BDAT
-        size = BODY_READ_SIZE if in_body else COMMAND_READ_SIZE
+        size = BODY_READ_SIZE if engine.reading_body else COMMAND_READ_SIZE
         self._reading = True
         try:
             raw = self._raw
@@ -424,8 +423,7 @@ class ConnectionTask:
             engine.close(SHUTTING_DOWN)
             self.close_reason = "server shutdown"
         else:
-            in_body = engine.state is State.DATA or engine.state is State.BDAT
-            engine.close(DATA_TIMEOUT if in_body else IDLE_TIMEOUT)
+            engine.close(DATA_TIMEOUT if engine.reading_body else IDLE_TIMEOUT)
             self.close_reason = "timeout"
         with trio.move_on_after(FAREWELL_TIMEOUT):
             try:
@@ -567,14 +565,7 @@ class ConnectionTask:
 
     async def _error(self, error: BaseException) -> None:
         self.logger.error(f"Hook failed: id={self.session.id} {error!r}")
-        hook = self.hooks.get("error")
-        if hook is None:
-            return
-        try:
-            with trio.fail_after(self.config.hook_timeout):
-                await call_hook(hook, error, self.mail)
-        except Exception as exc:
-            self.logger.error(f"Hook 'error' failed: id={self.session.id} {exc!r}")
+        await self._fire("error", error, self.mail)
 
     def _disarm(self) -> None:
         """Lift the I/O deadline: what comes next has its own timeout."""
@@ -597,12 +588,23 @@ class ConnectionTask:
             await self._error(exc)
             return HOOK_FAILED
 
-    async def _hook_reply(self, name: str, ctx: Context) -> Reply | None:
-        """Run the hook for ``name``: ``None`` means the default reply."""
+    async def _hook_reply(self, name: str, event: Command | None = None) -> Reply | None:
+        """Run the hook for ``name``: ``None`` means the default reply.
+
+        The context is built only when there is a hook: commands without one (the
+        common case) cost nothing here.
+        """
         hook = self.hooks.get(name)
         if hook is None:
             return None
-        result = await self._call(name, hook, ctx)
+        fields: dict[str, Any] = {}
+        if event is not None:
+            fields["argument"] = event.argument
+            if isinstance(event, MailFrom | RcptTo):
+                fields.update(address=event.address, params=event.params)
+            elif isinstance(event, Bdat):
+                fields.update(size=event.size, last=event.last)
+        result = await self._call(name, hook, self._context(event_name=name, **fields))
         return await self._as_reply(name, result)
 
     async def _as_reply(self, name: str, result: Any) -> Reply | None:
@@ -652,16 +654,7 @@ class ConnectionTask:
         if isinstance(event, MailFrom):
             self.mail = self._new_mail(event)
             self._chunks = []
-        reply: Reply | None = None
-        hook = self.hooks.get(name)
-        if hook is not None:
-            fields: dict[str, Any] = {"argument": event.argument}
-            if isinstance(event, MailFrom | RcptTo):
-                fields.update(address=event.address, params=event.params)
-            elif isinstance(event, Bdat):
-                fields.update(size=event.size, last=event.last)
-            result = await self._call(name, hook, self._context(event_name=name, **fields))
-            reply = await self._as_reply(name, result)
+        reply = await self._hook_reply(name, event)
         engine.respond(reply)
         positive = reply is None or reply.is_positive
         if isinstance(event, Helo) and positive:

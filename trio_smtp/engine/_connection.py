@@ -145,12 +145,14 @@ class Engine:
         return f"<Engine state={self.state.value} phase={self.phase.value}>"
 
     @property
+    def reading_body(self) -> bool:
+        """Whether the engine is reading a DATA body or the octets of a BDAT chunk."""
+        return self.state is State.DATA or self.state is State.BDAT
+
+    @property
     def in_transaction(self) -> bool:
         """Whether a mail transaction is in progress (MAIL accepted, not yet finished)."""
-        return self.phase in (Phase.MAIL, Phase.RCPT, Phase.CHUNKING) or self.state in (
-            State.DATA,
-            State.BDAT,
-        )
+        return self.phase in (Phase.MAIL, Phase.RCPT, Phase.CHUNKING) or self.reading_body
 
     @property
     def awaiting_reply(self) -> bool:
@@ -331,14 +333,21 @@ class Engine:
             return self.config.max_auth_line
         return self.config.max_command_line
 
+    def _count_error(self, reply: Reply) -> bool:
+        """Count a client error; True when it was one too many (421 sent, session over)."""
+        if reply.code not in _BAD_CODES:
+            return False
+        self._bad_commands += 1
+        if self._bad_commands < self.config.max_bad_commands:
+            return False
+        self._send(_TOO_MANY_ERRORS)
+        self._close("closed")
+        return True
+
     def _reject(self, line: str, reply: Reply) -> Event:
         """Answer a command with an error the engine decided on."""
         self._send(reply)
-        if reply.code in _BAD_CODES:
-            self._bad_commands += 1
-            if self._bad_commands >= self.config.max_bad_commands:
-                self._send(_TOO_MANY_ERRORS)
-                self._close("closed")
+        self._count_error(reply)
         return CommandRejected(line=line, reply=reply)
 
     def _reset_transaction(self) -> None:
@@ -756,22 +765,13 @@ class Engine:
         assert event is not None
         refusal = self._bdat_refusal
         if refusal is not None:
-            self._send(refusal)
-            if refusal.code in _BAD_CODES:
-                self._bad_commands += 1
-                if self._bad_commands >= self.config.max_bad_commands:
-                    self._send(_TOO_MANY_ERRORS)
-                    self._close("closed")
-                    self._events.append(
-                        CommandRejected(line=f"BDAT {event.argument}", reply=refusal)
-                    )
-                    return
-            if self.in_transaction:
+            rejected = self._reject(f"BDAT {event.argument}", refusal)
+            if self.state is not State.CLOSED and self.in_transaction:
                 # A refused chunk ends the transaction; later chunks get 503 until RSET.
                 self._bdat_error = Reply(503, "5.5.1 previous BDAT failed; send RSET")
                 if refusal is _MSG_TOO_BIG:
                     self._size = 0
-            self._events.append(CommandRejected(line=f"BDAT {event.argument}", reply=refusal))
+            self._events.append(rejected)
             return
         self._events.append(event)
 
@@ -807,12 +807,8 @@ class Engine:
             self._send(reply, enhanced=not isinstance(event, Helo))
         if positive:
             self._bad_commands = 0
-        elif reply.code in _BAD_CODES:
-            self._bad_commands += 1
-            if self._bad_commands >= self.config.max_bad_commands:
-                self._send(_TOO_MANY_ERRORS)
-                self._close("closed")
-                return
+        elif self._count_error(reply):
+            return
         if reply.code == 421:
             self._close("closed")
             return
