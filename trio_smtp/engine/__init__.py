@@ -39,6 +39,7 @@ from ._config import (
 from ._connection import NEED_DATA as NEED_DATA
 from ._connection import PAUSED as PAUSED
 from ._connection import Engine as Engine
+from ._connection import Sentinel as Sentinel
 from ._data import BareLineEndings as BareLineEndings
 from ._errors import (
     LocalProtocolError as LocalProtocolError,
@@ -223,6 +224,7 @@ from ._replies import (
 )
 from ._replies import Reply as Reply
 from ._state import Phase as Phase
+from ._state import SessionState as SessionState
 from ._state import State as State
 
 __all__ = [
@@ -291,6 +293,8 @@ __all__ = [
     "RemoteProtocolError",
     "Reply",
     "Rset",
+    "Sentinel",
+    "SessionState",
     "StartTLS",
     "State",
     "TLSUpgrade",

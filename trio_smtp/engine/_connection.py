@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import functools
 from collections.abc import Sequence
+from enum import Enum
 from typing import Final
 
 from . import _state
@@ -52,23 +53,25 @@ from ._grammar import check_domain, decode_xtext, need_value, parse_params, pars
 from ._proxy import ProxyHeaderError, parse_proxy_header
 from ._receivebuffer import LINE_TOO_LONG, ReceiveBuffer
 from ._replies import Reply
-from ._state import Phase, State
+from ._state import Phase, SessionState, State
 
 
-class _Sentinel:
-    __slots__ = ("_name",)
+class Sentinel(Enum):
+    """What :meth:`Engine.next_event` returns when it has no event (members, so ``is`` narrows)."""
 
-    def __init__(self, name: str) -> None:
-        self._name = name
+    #: Needs more bytes: flush :meth:`Engine.data_to_send` and read.
+    NEED_DATA = "NEED_DATA"
+    #: Nothing until the caller acts (TLS handshake, greeting).
+    PAUSED = "PAUSED"
 
     def __repr__(self) -> str:
-        return self._name
+        return self.value
 
 
 #: :meth:`Engine.next_event` needs more bytes: flush :meth:`Engine.data_to_send` and read.
-NEED_DATA: Final = _Sentinel("NEED_DATA")
+NEED_DATA: Final = Sentinel.NEED_DATA
 #: :meth:`Engine.next_event` has nothing until the caller acts (TLS handshake, greeting).
-PAUSED: Final = _Sentinel("PAUSED")
+PAUSED: Final = Sentinel.PAUSED
 
 _MAX_BDAT_DIGITS: Final = 18
 _OK: Final = Reply(250, "2.0.0 OK")
@@ -94,7 +97,7 @@ _CANNOT_VRFY: Final = Reply(
 #: Codes that count as a client error towards ``max_bad_commands``.
 _BAD_CODES: Final = frozenset({500, 501, 502, 503, 504, 555})
 
-EventOrSentinel = Event | _Sentinel
+EventOrSentinel = Event | Sentinel
 
 
 class Engine:
@@ -112,7 +115,6 @@ class Engine:
         self._events: collections.deque[Event] = collections.deque()
         self._pending: Event | None = None
         self._eof = False
-        self._closed_reason: str | None = None
         self._reader: DataReader | BdatReader | None = None
         self._sasl: SaslExchange | None = None
         self._bdat_event: Bdat | None = None
@@ -122,18 +124,7 @@ class Engine:
         self._size = 0
         #: The connection state (what input comes next).
         self.state = State.PROXY if self.config.proxy_protocol else State.CONNECTED
-        #: The session phase (greeted, in a transaction …).
-        self.phase = Phase.INITIAL
-        #: Whether TLS is active on the connection.
-        self.tls_active = tls_active
-        #: The HELO/EHLO/LHLO name once accepted.
-        self.helo_name: str | None = None
-        #: Whether the client used EHLO or LHLO.
-        self.esmtp = False
-        #: The login of a successful AUTH.
-        self.authenticated_as: str | None = None
-        #: Accepted recipients in the current transaction.
-        self.recipients = 0
+        self._session = SessionState(tls_active=tls_active)
         self._smtputf8 = False
         self._body = "7BIT"
         self._tls_announced = False
@@ -143,6 +134,50 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"<Engine state={self.state.value} phase={self.phase.value}>"
+
+    @property
+    def session(self) -> SessionState:
+        """The session's facts (phase, HELO name, ESMTP, TLS, login, close reason), read-only.
+
+        The engine is their one owner: read them here rather than copying them.
+        """
+        return self._session
+
+    @property
+    def phase(self) -> Phase:
+        """The session phase (greeted, in a transaction …); same as ``session.phase``."""
+        return self._session.phase
+
+    @property
+    def tls_active(self) -> bool:
+        """Whether TLS is active on the connection; same as ``session.tls_active``."""
+        return self._session.tls_active
+
+    @tls_active.setter
+    def tls_active(self, value: bool) -> None:
+        # Kept for callers that mark implicit TLS after construction; prefer
+        # ``Engine(config, tls_active=True)``.
+        self._session.set_tls_active(value)
+
+    @property
+    def helo_name(self) -> str | None:
+        """The HELO/EHLO/LHLO name once accepted; same as ``session.helo_name``."""
+        return self._session.helo_name
+
+    @property
+    def esmtp(self) -> bool:
+        """Whether the client used EHLO or LHLO; same as ``session.esmtp``."""
+        return self._session.esmtp
+
+    @property
+    def authenticated_as(self) -> str | None:
+        """The login of a successful AUTH; same as ``session.authenticated_as``."""
+        return self._session.authenticated_as
+
+    @property
+    def recipients(self) -> int:
+        """Accepted recipients in the current transaction; same as ``session.recipients``."""
+        return self._session.recipients
 
     @property
     def reading_body(self) -> bool:
@@ -201,14 +236,20 @@ class Engine:
         else:
             self._close("rejected")
 
-    def close(self, reply: Reply | None = None) -> None:
-        """End the session from the server's side (timeout, shutdown), sending ``reply``."""
+    def close(self, reply: Reply | None = None, *, reason: str = "closed") -> None:
+        """End the session from the server's side (timeout, shutdown), sending ``reply``.
+
+        Args:
+            reply: What the client gets last (typically a 421), or nothing.
+            reason: The close reason recorded in :attr:`session` (``"timeout"``,
+                ``"shutdown"`` …); the default is ``"closed"``.
+        """
         if self.state is State.CLOSED:
             return
         if reply is not None:
             self._out.append(reply.to_bytes())
         self._pending = None
-        self._close("closed")
+        self._close(reason)
 
     def tls_started(self) -> None:
         """Report that the TLS handshake after STARTTLS has completed.
@@ -217,12 +258,8 @@ class Engine:
         """
         if self.state is not State.STARTTLS:
             raise LocalProtocolError(f"no STARTTLS in progress (state {self.state.value})")
-        self.tls_active = True
         self.state = State.COMMAND
-        self.phase = Phase.INITIAL
-        self.helo_name = None
-        self.esmtp = False
-        self.authenticated_as = None
+        self._session.tls_started()
         self._reset_transaction()
 
     def next_event(self) -> EventOrSentinel:
@@ -256,7 +293,7 @@ class Engine:
                         return self._emit(self._close("eof"))
                     return NEED_DATA
             elif state is State.CLOSED:
-                return ConnectionClosed(reason=self._closed_reason or "closed")
+                return ConnectionClosed(reason=self._session.close_reason or "closed")
             elif state is State.STARTTLS:
                 if self._buf:
                     # RFC 3207 §4 / CVE-2011-0411: never run what came with STARTTLS.
@@ -315,7 +352,7 @@ class Engine:
 
     def _close(self, reason: str) -> ConnectionClosed:
         self.state = State.CLOSED
-        self._closed_reason = reason
+        self._session.closed(reason)
         self._reader = None
         self._sasl = None
         self._buf.discard(len(self._buf))
@@ -351,9 +388,7 @@ class Engine:
         return CommandRejected(line=line, reply=reply)
 
     def _reset_transaction(self) -> None:
-        if self.phase is not Phase.INITIAL:
-            self.phase = Phase.READY
-        self.recipients = 0
+        self._session.reset_transaction()
         self._smtputf8 = False
         self._body = "7BIT"
         self._size = 0
@@ -814,20 +849,17 @@ class Engine:
             return
         if isinstance(event, Helo):
             if positive:
-                self.helo_name = event.name
-                self.esmtp = event.extended
-                self.phase = Phase.READY
+                self._session.hello(event.name, extended=event.extended)
                 self._reset_transaction()
         elif isinstance(event, MailFrom):
             if positive:
-                self.phase = Phase.MAIL
+                self._session.advance("MAIL")
             else:
                 self._smtputf8 = False
                 self._body = "7BIT"
         elif isinstance(event, RcptTo):
             if positive:
-                self.recipients += 1
-                self.phase = Phase.RCPT
+                self._session.advance("RCPT")
         elif isinstance(event, Data):
             if positive:
                 c = self.config
@@ -844,7 +876,7 @@ class Engine:
                 self._close("closed")
         elif isinstance(event, Bdat):
             if positive:
-                self.phase = Phase.CHUNKING
+                self._session.advance("BDAT")
                 if event.last:
                     self._events.append(
                         EndOfMessage(
@@ -865,7 +897,7 @@ class Engine:
                 self._tls_announced = False
         elif isinstance(event, AuthCredentials):
             if reply.code == 235:
-                self.authenticated_as = event.login
+                self._session.authenticated(event.login)
                 self._auth_failures = 0
             else:
                 self._auth_failures += 1

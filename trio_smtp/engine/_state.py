@@ -129,3 +129,118 @@ def check_sequence(verb: str, phase: Phase) -> Reply | None:
     if phase in allowed:
         return None
     return errors.get(phase, otherwise)
+
+
+class SessionState:
+    """The facts of one session, owned by its :class:`~trio_smtp.engine.Engine`.
+
+    Read it through :attr:`Engine.session <trio_smtp.engine.Engine.session>`: every
+    attribute is a read-only property, and only the engine calls the transition methods
+    (``hello``, ``advance``, ``reset_transaction`` …), so a caller never keeps a copy
+    that could drift from what the engine decided.
+    """
+
+    __slots__ = (
+        "_authenticated_as",
+        "_close_reason",
+        "_esmtp",
+        "_helo_name",
+        "_phase",
+        "_recipients",
+        "_tls_active",
+    )
+
+    def __init__(self, *, tls_active: bool = False) -> None:
+        self._phase = Phase.INITIAL
+        self._helo_name: str | None = None
+        self._esmtp = False
+        self._tls_active = tls_active
+        self._authenticated_as: str | None = None
+        self._recipients = 0
+        self._close_reason: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<SessionState phase={self._phase.value} helo={self._helo_name!r}"
+            f" tls={self._tls_active} auth={self._authenticated_as!r}>"
+        )
+
+    # ------------------------------------------------------------------ what callers read
+
+    @property
+    def phase(self) -> Phase:
+        """How far the session has got."""
+        return self._phase
+
+    @property
+    def helo_name(self) -> str | None:
+        """The HELO/EHLO/LHLO name once accepted (``None`` before, and after STARTTLS)."""
+        return self._helo_name
+
+    @property
+    def esmtp(self) -> bool:
+        """Whether the accepted greeting was EHLO or LHLO."""
+        return self._esmtp
+
+    @property
+    def tls_active(self) -> bool:
+        """Whether the connection is encrypted (implicit TLS or after STARTTLS)."""
+        return self._tls_active
+
+    @property
+    def authenticated_as(self) -> str | None:
+        """The login of a successful AUTH, or ``None``."""
+        return self._authenticated_as
+
+    @property
+    def recipients(self) -> int:
+        """Recipients accepted in the current transaction."""
+        return self._recipients
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the session ended (``"quit"``, ``"eof"``, ``"closed"`` …), ``None`` while open."""
+        return self._close_reason
+
+    # ------------------------------------------------------------------ the engine's side
+
+    def hello(self, name: str, *, extended: bool) -> None:
+        """HELO/EHLO/LHLO was accepted (RFC 5321 §4.1.4: it also resets a transaction)."""
+        self._helo_name = name
+        self._esmtp = extended
+        self._phase = AFTER["HELO"]
+        self._recipients = 0
+
+    def advance(self, verb: str) -> None:
+        """A MAIL, RCPT or BDAT was accepted: move to the phase ``AFTER`` gives."""
+        self._phase = AFTER[verb]
+        if verb == "RCPT":
+            self._recipients += 1
+
+    def reset_transaction(self) -> None:
+        """RSET, the end of a message, or a failed transaction: back to READY."""
+        if self._phase is not Phase.INITIAL:
+            self._phase = Phase.READY
+        self._recipients = 0
+
+    def tls_started(self) -> None:
+        """RFC 3207 §4.2: after STARTTLS the server forgets what the client said before."""
+        self._tls_active = True
+        self._phase = Phase.INITIAL
+        self._helo_name = None
+        self._esmtp = False
+        self._authenticated_as = None
+        self._recipients = 0
+
+    def set_tls_active(self, active: bool) -> None:
+        """Mark the connection encrypted before the greeting (implicit TLS)."""
+        self._tls_active = active
+
+    def authenticated(self, login: str) -> None:
+        """AUTH succeeded for ``login``."""
+        self._authenticated_as = login
+
+    def closed(self, reason: str) -> None:
+        """The session is over, for ``reason`` (the first reason given wins)."""
+        if self._close_reason is None:
+            self._close_reason = reason
