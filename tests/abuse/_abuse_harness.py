@@ -4,11 +4,12 @@ Theory of operation: the server runs in the test's own Trio loop on a real socke
 (port 0). Attackers are raw Trio streams in that same loop, so hundreds of them cost
 a task each, not a thread. Ordinary clients are :mod:`smtplib` in worker threads,
 exactly what a real sender would be, and :class:`Traffic` keeps some of them sending
-for the whole attack so each test can check they all got through, and how fast.
+for the whole attack so each test can check they all got through.
 
 The clocks here are real: the server reads real sockets, where an autojump clock
-would fire timeouts while bytes are still in flight. Timeouts are therefore short
-(about a second) and the tests assert bounds with generous slack for a loaded CI box.
+would fire timeouts while bytes are still in flight. No test here measures how long
+anything took (the suite must pass on a loaded 2-core machine): they check counts,
+log lines and the order of events instead, and real time only bounds a hang.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import resource
 import smtplib
 import socket
 import struct
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from email.message import EmailMessage
 from typing import Any, Final
@@ -285,9 +285,8 @@ def send_mail(
     source: str | None = None,
     rcpts: tuple[str, ...] = ("bob@example.net",),
     timeout: float = HANG,
-) -> float:
-    """Send one message with smtplib (blocking); return how long the whole session took."""
-    start = time.monotonic()
+) -> None:
+    """Send one message with smtplib (blocking), asserting every recipient was accepted."""
     source_address = (source, 0) if source is not None else None
     with smtplib.SMTP(
         "127.0.0.1",
@@ -298,33 +297,40 @@ def send_mail(
     ) as smtp:
         refused = smtp.sendmail("ann@example.org", list(rcpts), make_message(subject))
         assert refused == {}, refused
-    return time.monotonic() - start
 
 
 @attrs.define
 class Traffic:
-    """Ordinary senders running during an attack, and how they fared."""
+    """Ordinary senders running during an attack, and how they fared.
+
+    :meth:`stop` only takes effect once ``at_least`` sessions have completed, so the
+    count a test checks never depends on how fast the machine is.
+    """
 
     port: int
-    latencies: list[float] = attrs.field(factory=list)
+    at_least: int = 1
+    sent: int = 0
     failures: list[BaseException] = attrs.field(factory=list)
     _stop: trio.Event = attrs.field(factory=trio.Event)
+    _progress: trio.Event = attrs.field(factory=trio.Event)
 
     async def run(self, *, senders: int = 2, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep ``senders`` smtplib clients sending until :meth:`stop`."""
+        """Keep ``senders`` smtplib clients sending until :meth:`stop` (and ``at_least``)."""
 
         async def sender(n: int) -> None:
             i = 0
-            while not self._stop.is_set():
+            while not (self._stop.is_set() and self.sent >= self.at_least):
                 i += 1
                 try:
-                    elapsed = await trio.to_thread.run_sync(
+                    await trio.to_thread.run_sync(
                         functools.partial(send_mail, self.port, subject=f"ordinary {n}.{i}")
                     )
                 except (OSError, smtplib.SMTPException) as exc:
                     self.failures.append(exc)
-                else:
-                    self.latencies.append(elapsed)
+                    return
+                self.sent += 1
+                self._progress.set()
+                self._progress = trio.Event()
                 await trio.sleep(0.02)
 
         async with trio.open_nursery() as nursery:
@@ -332,21 +338,29 @@ class Traffic:
                 nursery.start_soon(sender, n)
             task_status.started()
 
+    async def wait_sent(self, n: int) -> None:
+        """Wait until ``n`` ordinary sessions have completed (or one has failed)."""
+        with trio.fail_after(HANG):
+            while self.sent < n and not self.failures:
+                await self._progress.wait()
+        assert not self.failures, f"ordinary clients failed: {self.failures!r}"
+
     def stop(self) -> None:
         self._stop.set()
 
-    def check(self, *, at_least: int, max_latency: float) -> None:
-        """Assert every ordinary session got through, enough of them, each fast enough."""
+    def check(self, *, at_least: int) -> None:
+        """Assert every ordinary session got through, and enough of them."""
         assert not self.failures, f"ordinary clients failed: {self.failures!r}"
-        assert len(self.latencies) >= at_least, f"only {len(self.latencies)} messages sent"
-        worst = max(self.latencies)
-        assert worst < max_latency, f"an ordinary session took {worst:.2f} s"
+        assert self.sent >= at_least, f"only {self.sent} messages sent"
 
 
 @contextlib.asynccontextmanager
-async def ordinary_traffic(port: int, *, senders: int = 2) -> AsyncIterator[Traffic]:
-    """Run :class:`Traffic` for the body of the ``async with``."""
-    traffic = Traffic(port)
+async def ordinary_traffic(
+    port: int, *, senders: int = 2, at_least: int = 2
+) -> AsyncIterator[Traffic]:
+    """Run :class:`Traffic` for the body of the ``async with`` (and ``at_least`` sessions)."""
+    traffic = Traffic(port, at_least=at_least)
+    # Each smtplib session has its own HANG timeout, so the exit cannot hang.
     async with trio.open_nursery() as nursery:
         await nursery.start(
             lambda task_status: traffic.run(senders=senders, task_status=task_status)

@@ -125,8 +125,7 @@ async def test_flood_from_one_address_does_not_lock_out_other_addresses() -> Non
         assert codes.count(b"421 4.7.0") == per_ip
         # Another address is not counted against the attacker's quota.
         for _ in range(3):
-            elapsed = await trio.to_thread.run_sync(lambda: send_mail(srv.port, source="127.0.0.2"))
-            assert elapsed < 1.0
+            await trio.to_thread.run_sync(lambda: send_mail(srv.port, source="127.0.0.2"))
         assert [m.session.peer[0] for m in srv.sink.messages] == ["127.0.0.2"] * 3
         for client in held:
             await client.aclose()

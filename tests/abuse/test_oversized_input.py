@@ -80,7 +80,7 @@ async def test_giant_command_line_gets_500_5_5_6_and_the_connection_stays_usable
         assert (await client.command(b"MAIL FROM:<ann@example.org>")).code == 250
         assert (await client.command(b"QUIT")).code == 221
         await client.aclose()
-    traffic.check(at_least=2, max_latency=1.0)
+    traffic.check(at_least=2)
 
 
 @pytest.mark.parametrize("shape", ["lines", "one-line"])
@@ -113,7 +113,7 @@ async def test_giant_message_gets_552_after_the_dot_and_the_connection_stays_usa
             assert (await client.command(line)).code in (250, 354)
         assert (await client.command(b"Subject: small\r\n\r\nfits\r\n.")).code == 250
         await client.aclose()
-    traffic.check(at_least=2, max_latency=1.0)
+    traffic.check(at_least=2)
     big = [m for m in srv.sink.messages if m.mail_from == "big@example.org"]
     assert big == []
     assert [m.content for m in srv.sink.messages if m.mail_from == "small@example.org"] == [
@@ -159,7 +159,7 @@ async def test_ten_thousand_recipients_get_452_past_the_limit_and_the_first_ones
         reply = await client.command(b"Subject: many\r\n\r\nhello\r\n.")
         assert reply.code == 250, reply
         await client.aclose()
-    t.check(at_least=2, max_latency=1.0)
+    t.check(at_least=2)
     (mail,) = [m for m in srv.sink.messages if m.content.startswith(b"Subject: many")]
     assert mail.rcpt_tos == [f"user{i}@example.net" for i in range(limit)]
 
@@ -176,7 +176,7 @@ async def test_ten_thousand_pipelined_noops_each_get_250() -> None:
         assert (await client.command(b"QUIT")).code == 221
         assert await client.expect_closed() == b""
         await client.aclose()
-    traffic.check(at_least=2, max_latency=1.0)
+    traffic.check(at_least=2)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
@@ -198,7 +198,7 @@ async def test_binary_garbage_gets_error_replies_then_421_and_close(seed: int) -
         assert all(r.code >= 500 for r in replies[:-1]), [str(r) for r in replies]
         assert replies[-1].lines[0].startswith(b"421 4.7.0"), str(replies[-1])
         await srv.wait_idle()
-    t.check(at_least=2, max_latency=1.5)
+    t.check(at_least=2)
     assert all(m.mail_from == "ann@example.org" for m in srv.sink.messages)
 
 
@@ -233,7 +233,7 @@ async def test_tls_client_hello_on_the_plain_port_is_closed_cleanly() -> None:
         with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
             await trio.to_thread.run_sync(smtps)
         await srv.wait_idle(within=5.0)
-    t.check(at_least=2, max_latency=1.0)
+    t.check(at_least=2)
 
 
 @pytest.mark.parametrize(
@@ -256,5 +256,5 @@ async def test_http_request_gets_421_and_close(request_bytes: bytes) -> None:
         # One reply, nothing executed after it.
         assert output == b"421 4.7.0 this is an SMTP server, not an HTTP server\r\n"
         await srv.wait_idle()
-    traffic.check(at_least=1, max_latency=1.0)
+    traffic.check(at_least=1)
     assert all(m.mail_from == "ann@example.org" for m in srv.sink.messages)

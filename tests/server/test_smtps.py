@@ -207,17 +207,14 @@ async def test_smtps_client_that_never_finishes_the_handshake_is_dropped(
         events={"connect": connects.append},
     ) as srv:
         silent = await srv.connect(srv.server.addresses[1][1])
-        start = trio.current_time()
         # No greeting before the handshake: the server says nothing and hangs up.
         rest = await silent.read_to_eof()
-        waited = trio.current_time() - start
         await silent.aclose()
         # Meanwhile and afterwards, others are served.
         client, _ = await smtps_client(srv, client_ssl_context)
         assert (await client.reply())[0] == 220
         await client.aclose()
     assert rest == b""
-    assert HANDSHAKE_TIMEOUT * 0.8 <= waited < HANDSHAKE_TIMEOUT + 3
     assert len(connects) == 1
     assert "TLS handshake timed out" in srv.logger.text
 

@@ -445,12 +445,9 @@ async def test_client_that_never_finishes_the_handshake_is_dropped(
         assert (await silent.command("STARTTLS"))[0] == 220
         # Half a ClientHello, then nothing.
         await silent.send(client_hello(client_ssl_context)[:20])
-        start = trio.current_time()
         rest = await silent.read_to_eof()
-        waited = trio.current_time() - start
         await silent.aclose()
     assert rest == b""
-    assert HANDSHAKE_TIMEOUT * 0.8 <= waited < HANDSHAKE_TIMEOUT + 3
     assert "TLS handshake timed out" in srv.logger.text
     assert "(TLS handshake timeout)" in srv.logger.text
 

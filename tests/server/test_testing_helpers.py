@@ -5,7 +5,6 @@ from __future__ import annotations
 import smtplib
 import socket
 import threading
-import time
 
 import pytest
 import trio
@@ -43,12 +42,14 @@ async def test_trio_fixture_runs_in_the_tests_event_loop(smtp_server) -> None:
 
 def test_threaded_server_starts_fast_and_stops_cleanly() -> None:
     before = threading.active_count()
-    started = time.monotonic()
-    with ThreadedServer() as smtp:
-        assert time.monotonic() - started < 1.0
+    connects: list[object] = []
+    with ThreadedServer({"events": {"connect": connects.append}}) as smtp:
+        # Unlike aiosmtpd's Controller, starting does not probe the port with a connection.
+        assert connects == []
         assert smtp.port > 0
         _send(smtp.host, smtp.port, "one")
         smtp.wait_for(1)
+    assert len(connects) == 1
     assert threading.active_count() == before
     with pytest.raises(OSError):
         socket.create_connection((smtp.host, smtp.port), timeout=1).close()
@@ -59,10 +60,9 @@ def test_threaded_server_raises_at_once_when_the_port_is_taken() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        started = time.monotonic()
+        # The bind error itself, not the RuntimeError of a start that timed out.
         with pytest.raises(OSError, match="Address already in use"):
             ThreadedServer({"config": {"port": port}}).start()
-        assert time.monotonic() - started < 2.0
 
 
 def test_threaded_server_takes_hooks_like_server() -> None:

@@ -224,9 +224,7 @@ async def test_idle_timeout_over_a_real_socket() -> None:
     async with running_server(config={"command_timeout": 0.5}) as live:
         client = await live.connect()
         await client.reply()
-        start = trio.current_time()
         assert await client.reply() == IDLE
-        assert 0.45 <= trio.current_time() - start < 5
         assert await client.closed()
         await live.wait_idle()
     assert live.logger.find("(timeout)")
