@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from _abuse_harness import RawClient, Running, ordinary_traffic, running_server, settle
+from _abuse_harness import RawClient, Running, ordinary_traffic, running_server
 
 from trio_smtp import Mail
 
