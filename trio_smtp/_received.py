@@ -8,6 +8,14 @@ stays under the 998-octet limit of RFC 5322 §2.1.1 without having to fold insid
 ``Received`` header puts each clause on its own line (folded with CRLF TAB, as Postfix does),
 so only a single clause ever has to fit on a line.
 
+A message whose first line begins with whitespace (SP or HTAB) would, once our headers are
+put in front of it, read as a continuation of our last header (RFC 5322 §2.2.3 unfolding):
+attacker text inside our ``Received`` trace. :func:`end_of_trace` gives the bytes to put
+between our headers and such a message: an empty line, which ends the header section right
+after our own headers, so the message's lines all become body text and none of them can join
+a header we wrote. Such a message has no valid header section anyway (a header section cannot
+begin with a continuation line, RFC 5322 §2.2); its bytes are kept, none is altered.
+
 What is deliberately left out: the login of an authenticated client. The RFC 3848 protocol
 keyword (``ESMTPA``, ``ESMTPSA`` …) already records that the client authenticated, while the
 login itself would travel with the message to every recipient. That is Postfix's default
@@ -150,6 +158,24 @@ def received_header(mail: Mail, *, for_recipient: str | None = None) -> bytes:
     now = datetime.datetime.now(datetime.UTC)
     lines.append(f"{by}; {email.utils.format_datetime(now)}")
     return (_FOLD.join(lines) + "\r\n").encode("utf-8")
+
+
+#: RFC 5234 WSP: a line that starts with one of these continues the header before it.
+_WSP: Final = (b" ", b"\t")
+
+
+def end_of_trace(content: bytes) -> bytes:
+    """What goes between the trace headers we add and ``content``.
+
+    Args:
+        content: The message as the client sent it.
+
+    Returns:
+        ``b"\r\n"`` (an empty line: our headers end there and the whole message becomes
+        body) when ``content`` begins with whitespace, which would otherwise continue our
+        last header; else ``b""``.
+    """
+    return b"\r\n" if content[:1] in _WSP else b""
 
 
 def return_path_header(mail: Mail) -> bytes:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from .._received import received_header, return_path_header
+from .._received import end_of_trace, received_header, return_path_header
 from ..engine import Reply
 
 if TYPE_CHECKING:
@@ -95,7 +95,8 @@ class MaildirSink:
             trio_smtp.engine.Reply: ``451 4.3.0`` when the file cannot be written (disk full,
                 permissions, a missing or wrong path); nothing is left in ``tmp/`` or ``new/``.
         """
-        data = return_path_header(mail) + received_header(mail) + mail.content
+        content = mail.content
+        data = return_path_header(mail) + received_header(mail) + end_of_trace(content) + content
         try:
             await trio.to_thread.run_sync(self._store, self._unique_name(), data)
         except OSError as exc:

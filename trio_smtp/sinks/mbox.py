@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from .._received import MAX_PATH, printable, received_header, return_path_header
+from .._received import (
+    MAX_PATH,
+    end_of_trace,
+    printable,
+    received_header,
+    return_path_header,
+)
 from ..engine import Reply
 
 if TYPE_CHECKING:
@@ -93,7 +99,7 @@ class MboxSink:
                 for longer than ``lock_timeout``; ``451 4.3.0`` when the file cannot be
                 written. Either way the file is as it was before.
         """
-        headers = return_path_header(mail) + received_header(mail)
+        headers = return_path_header(mail) + received_header(mail) + end_of_trace(mail.content)
         async with self._lock:
             try:
                 await trio.to_thread.run_sync(self._append, mail.mail_from, headers, mail.content)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import trio
 
-from .._received import printable, received_header
+from .._received import end_of_trace, printable, received_header
 from ..engine import Reply
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class RelaySink:
         if mail.body_type == "BINARYMIME" and _BARE_CR_OR_LF.search(mail.content):
             # RFC 3030 §3: binary content needs BDAT all the way; we cannot convert it.
             raise Reply(554, "5.6.3 binary content cannot be relayed without BDAT")
-        data = received_header(mail) + mail.content
+        data = received_header(mail) + end_of_trace(mail.content) + mail.content
         hostname = self.local_hostname or mail.session.hostname
         await trio.to_thread.run_sync(self._relay, mail, data, hostname, abandon_on_cancel=True)
 
