@@ -8,12 +8,14 @@ nox.options.sessions = ["tests", "lint", "typing"]
 nox.options.reuse_existing_virtualenvs = True
 
 TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "trustme>=1.1", "hypothesis>=6", "aiosmtpd==1.4.6"]
+# tests/verify: the verify extra, and pyyaml to read the RFC 7208 suite file.
+VERIFY_DEPS = ["pyyaml"]
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (pass pytest arguments after ``--``)."""
-    session.install("-e", ".", *TEST_DEPS)
+    session.install("-e", ".[verify]", *TEST_DEPS, *VERIFY_DEPS)
     args = session.posargs or ["-W", "error", "-p", "no:cacheprovider"]
     # pytest exits 5 when it collects nothing: that must fail, and nox fails on any non-zero.
     session.run("python", "-m", "pytest", *args)
@@ -56,3 +58,24 @@ def fuzz(session: nox.Session) -> None:
     """Fuzz the engine with atheris for a bounded time (pass libFuzzer flags after --)."""
     session.install("-e", ".", "atheris")
     session.run("python", "fuzz/fuzz_engine.py", *(session.posargs or ["-max_total_time=60"]))
+
+
+@nox.session
+def spf_suite(session: nox.Session) -> None:
+    """The RFC 7208 SPF test suite (from pyspf's sdist, fetched, never committed) against ours."""
+    session.install("-e", ".[verify]", *TEST_DEPS, *VERIFY_DEPS)
+    tmp = session.create_tmp()
+    session.run(
+        "python", "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
+        "pyspf==2.0.14", "-d", tmp,
+    )  # fmt: skip
+    suite = session.run(
+        "python", "-c", "import sys; from tests.verify.spf_suite import extract; "
+        "from pathlib import Path; print(extract(Path(sys.argv[1])))", tmp,
+        silent=True,
+    )  # fmt: skip
+    assert isinstance(suite, str)
+    session.run(
+        "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify/test_spf_suite.py",
+        env={"SPF_TEST_SUITE": suite.strip()},
+    )  # fmt: skip
