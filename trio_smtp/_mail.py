@@ -6,9 +6,12 @@ import datetime
 import email.message
 import email.parser
 import email.policy
+import io
 from typing import TYPE_CHECKING
 
 import attrs
+
+from ._spool import Body, BodyReader
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -46,7 +49,9 @@ class Mail:
         mail_params: Every ESMTP parameter given on MAIL, keys upper-cased.
         recipients: The accepted recipients, in order, with their parameters.
         content: The message exactly as received, dot-unstuffed (and with bare LF or CR
-            normalized to CRLF under the default policy). Empty until the final dot.
+            normalized to CRLF under the default policy), as bytes. Empty until the final
+            dot. A large body lives in a spool file until this is first read; to read it
+            without loading it, use :meth:`open` or :meth:`open_file`.
         body_type: ``"7BIT"``, ``"8BITMIME"`` or ``"BINARYMIME"`` (the ``BODY`` parameter).
         smtputf8: Whether the client asked for SMTPUTF8.
         size: The ``SIZE`` the client declared, or ``None``.
@@ -61,7 +66,8 @@ class Mail:
     mail_from: str = ""
     mail_params: dict[str, str | None] = attrs.field(factory=dict)
     recipients: list[Recipient] = attrs.field(factory=list)
-    content: bytes = b""
+    _content: bytes | None = attrs.field(default=None, alias="content")
+    _body: Body | None = attrs.field(default=None, alias="body")
     body_type: str = "7BIT"
     smtputf8: bool = False
     size: int | None = None
@@ -82,6 +88,56 @@ class Mail:
         return [r.params for r in self.recipients]
 
     @property
+    def content(self) -> bytes:
+        """The whole content as bytes, loaded on first use (see the class docstring)."""
+        if self._content is None:
+            if self._body is None:
+                return b""
+            self._content = self._body.read_bytes()
+            # The bytes are here now: the spool file is no longer needed by this Mail.
+            self._body = None
+        return self._content
+
+    @content.setter
+    def content(self, value: bytes) -> None:
+        self._content = value
+        self._body = None
+        self._message = None
+
+    @property
+    def content_size(self) -> int:
+        """The length of :attr:`content` in bytes, without loading it.
+
+        (:attr:`size` is the ``SIZE`` the client declared, which may differ.)
+        """
+        if self._content is None and self._body is not None:
+            return self._body.size
+        return len(self.content)
+
+    def open(self) -> BodyReader:
+        """Read the content in order without loading it whole.
+
+        ::
+
+            async with mail.open() as body:
+                async for chunk in body:
+                    digest.update(chunk)
+
+        Each chunk is a :class:`bytes` object (up to 256 KiB for a spooled body, read in a
+        worker thread; as it arrived for a body kept in memory).
+        """
+        return (self._body or Body.from_bytes(self.content)).reader()
+
+    def open_file(self) -> io.BufferedReader | io.BytesIO:
+        """The content as a binary file object with blocking reads, for code in a thread.
+
+        Use it in a ``with`` block; several may be open at once, each with its own position.
+        """
+        if self._content is None and self._body is not None:
+            return self._body.open_file()
+        return io.BytesIO(self.content)
+
+    @property
     def message(self) -> email.message.EmailMessage:
         """The content parsed with :mod:`email` (``policy.default``), on first access."""
         if self._message is None:
@@ -93,5 +149,5 @@ class Mail:
     def __repr__(self) -> str:
         return (
             f"<Mail {self.id} from={self.mail_from!r} to={self.rcpt_tos!r} "
-            f"size={len(self.content)}>"
+            f"size={self.content_size}>"
         )

@@ -13,6 +13,7 @@ import smtplib
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 from _abuse_harness import make_message, running_server, settle
@@ -87,9 +88,9 @@ async def test_graceful_shutdown_under_load_stores_exactly_the_acknowledged_mess
 class SlowDiskMaildir(MaildirSink):
     """A Maildir on a disk so slow that the grace period runs out mid-write."""
 
-    def _store(self, name: str, data: bytes) -> None:
+    def _store(self, *args: Any) -> None:
         time.sleep(0.3)  # in the worker thread, where cancellation cannot reach
-        super()._store(name, data)
+        super()._store(*args)
 
 
 async def test_grace_running_out_during_a_slow_write_still_acknowledges_what_was_stored(

@@ -6,6 +6,9 @@ unique name into ``tmp/``, flushed to disk with ``fsync``, then renamed into ``n
 ``new/`` and ``cur/``, so they never see a half-written file, and once :meth:`deliver` returns
 the message is on disk: the server may answer 250 (SPEC §6).
 
+The body is streamed from the spool (:meth:`~trio_smtp.Mail.open_file`) into ``tmp/`` in
+pieces, so a message of any size costs a fixed amount of memory; it is never loaded whole.
+
 All of the file work runs in a worker thread so that a slow disk never stalls the event loop.
 The thread is not abandoned on cancellation: a cancelled delivery waits for the thread, which
 either stores the message or cleans up after itself, so nothing half-written is left behind.
@@ -22,6 +25,7 @@ import contextlib
 import itertools
 import os
 import secrets
+import shutil
 import socket
 import time
 from typing import TYPE_CHECKING, Final
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from .._received import end_of_trace, received_header, return_path_header
+from .._spool import READ_SIZE
 from ..engine import Reply
 
 if TYPE_CHECKING:
@@ -95,14 +100,13 @@ class MaildirSink:
             trio_smtp.engine.Reply: ``451 4.3.0`` when the file cannot be written (disk full,
                 permissions, a missing or wrong path); nothing is left in ``tmp/`` or ``new/``.
         """
-        content = mail.content
-        data = return_path_header(mail) + received_header(mail) + end_of_trace(content) + content
+        headers = return_path_header(mail) + received_header(mail)
         try:
-            await trio.to_thread.run_sync(self._store, self._unique_name(), data)
+            await trio.to_thread.run_sync(self._store, self._unique_name(), headers, mail)
         except OSError as exc:
             raise _storage_error(exc) from exc
 
-    def _store(self, name: str, data: bytes) -> None:
+    def _store(self, name: str, headers: bytes, mail: Mail) -> None:
         # makedirs gives `mode` to the last directory only, so the Maildir itself comes first.
         os.makedirs(self.path, mode=_DIR_MODE, exist_ok=True)
         for sub in _SUBDIRS:
@@ -112,8 +116,10 @@ class MaildirSink:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         fd = os.open(written, flags, _FILE_MODE)
         try:
-            with open(fd, "wb", closefd=True) as f:
-                f.write(data)
+            with open(fd, "wb", closefd=True) as f, mail.open_file() as body:
+                first = body.read(READ_SIZE)
+                f.write(headers + end_of_trace(first) + first)
+                shutil.copyfileobj(body, f, READ_SIZE)
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(written, os.path.join(new_dir, name))

@@ -17,7 +17,12 @@ Several connections share one file, so appends are serialized three ways:
 No dot-lock file is made (it needs write access to the directory). The locks are polled
 without blocking, for at most ``lock_timeout`` seconds, so a reader that never lets go makes
 the sender retry (450) instead of hanging the connection. If writing fails halfway, the file is
-truncated back to its previous size, so no partial message is left behind.
+truncated back to its previous size, so no partial message is left behind; if the writer dies
+halfway (killed), the next delivery cuts the partial message off (see the recovery notes at
+the end of this module).
+
+The body is streamed from the spool (:meth:`~trio_smtp.Mail.open_file`) and quoted piece by
+piece, so a message of any size costs a fixed amount of memory.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .._received import (
     received_header,
     return_path_header,
 )
+from .._spool import READ_SIZE
 from ..engine import Reply
 
 if TYPE_CHECKING:
@@ -53,15 +59,78 @@ _FILE_MODE: Final = 0o600
 _FROM_LINE: Final = re.compile(rb"^(>*From )", re.MULTILINE)
 
 
-def _mboxrd_entry(sender: str, headers: bytes, content: bytes) -> bytes:
+# A line start that may still turn out to read '>*From ' once more bytes arrive.
+_FROM_PREFIX: Final = re.compile(rb">*(?:F|Fr|Fro|From)?")
+
+
+def _separator(sender: str) -> bytes:
     # RFC 4155 §2: "From " + the envelope sender + a UTC asctime() date. The null path is
     # written as MAILER-DAEMON, as Postfix and sendmail do; whitespace would end the address.
     who = printable(sender, limit=MAX_PATH, token=True) if sender else "MAILER-DAEMON"
-    separator = f"From {who} {time.asctime(time.gmtime())}\n".encode()
+    return f"From {who} {time.asctime(time.gmtime())}\n".encode()
+
+
+class _MboxrdQuoter:
+    """CRLF to LF and mboxrd quoting for a message that arrives in pieces.
+
+    Equal to quoting the whole message at once, with a bounded carry between pieces: a CR
+    that may be the first half of a CRLF, and a line start that may yet read ``From ``
+    (the ``>`` before it are written at once: one more ``>`` anywhere in the run is the same
+    as one more at its start).
+    """
+
+    def __init__(self) -> None:
+        self._carry = b""
+        #: Whether the carry begins a line (after nothing but ``>``).
+        self._line_start = True
+        #: Whether the last byte written was a LF.
+        self.ended_line = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._carry + chunk
+        cr = data.endswith(b"\r")
+        if cr:
+            data = data[:-1]
+        data = data.replace(b"\r\n", b"\n")
+        head = b""
+        if not self._line_start:
+            nl = data.find(b"\n")
+            if nl < 0:
+                self._carry = b"\r" if cr else b""
+                return self._emit(data)
+            head, data = data[: nl + 1], data[nl + 1 :]
+        last = data.rfind(b"\n") + 1
+        whole, tail = data[:last], data[last:]
+        out = head + _FROM_LINE.sub(rb">\1", whole)
+        m = _FROM_PREFIX.fullmatch(tail)
+        if m is not None:
+            quotes = len(tail) - len(tail.lstrip(b">"))
+            out += tail[:quotes]
+            self._carry, self._line_start = tail[quotes:], True
+        else:
+            out += _FROM_LINE.sub(rb">\1", tail)
+            self._carry, self._line_start = b"", False
+        if cr:
+            self._carry += b"\r"
+        return self._emit(out)
+
+    def end(self) -> bytes:
+        """What is still held back (never a ``From `` line)."""
+        carry, self._carry = self._carry, b""
+        return self._emit(carry)
+
+    def _emit(self, out: bytes) -> bytes:
+        if out:
+            self.ended_line = out.endswith(b"\n")
+        return out
+
+
+def _mboxrd_entry(sender: str, headers: bytes, content: bytes) -> bytes:
+    """The whole entry at once (kept for tests: the streaming writer must equal it)."""
     body = _FROM_LINE.sub(rb">\1", (headers + content).replace(b"\r\n", b"\n"))
     if not body.endswith(b"\n"):
         body += b"\n"
-    return separator + body + b"\n"
+    return _separator(sender) + body + b"\n"
 
 
 class MboxSink:
@@ -99,39 +168,48 @@ class MboxSink:
                 for longer than ``lock_timeout``; ``451 4.3.0`` when the file cannot be
                 written. Either way the file is as it was before.
         """
-        headers = return_path_header(mail) + received_header(mail) + end_of_trace(mail.content)
+        headers = return_path_header(mail) + received_header(mail)
         async with self._lock:
             try:
-                await trio.to_thread.run_sync(self._append, mail.mail_from, headers, mail.content)
+                await trio.to_thread.run_sync(self._append, mail, headers)
             except OSError as exc:
                 reason = os.strerror(exc.errno).lower() if exc.errno else "storage error"
                 raise Reply(451, f"4.3.0 cannot store the message: {reason}") from exc
 
-    def _append(self, sender: str, headers: bytes, content: bytes) -> None:
-        entry = _mboxrd_entry(sender, headers, content)
+    def _append(self, mail: Mail, headers: bytes) -> None:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         fd = os.open(self.path, flags, _FILE_MODE)
         try:
             self._acquire(fd)
-            size = os.fstat(fd).st_size
+            size = _recover(fd, os.fstat(fd).st_size)
             # A separator line only counts after a blank line; mend a file that lacks one
             # (written by a tool that does not end messages with a blank line).
+            mend = b""
             if size:
                 tail = os.pread(fd, 2, max(size - 2, 0))
                 if not tail.endswith(b"\n"):
-                    entry = b"\n\n" + entry
+                    mend = b"\n\n"
                 elif size >= 2 and tail != b"\n\n":
-                    entry = b"\n" + entry
+                    mend = b"\n"
+            _mark_pending(fd, size, size + len(mend))
             try:
-                view = memoryview(entry)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, mend + _separator(mail.mail_from))
+                quoter = _MboxrdQuoter()
+                with mail.open_file() as body:
+                    first = body.read(READ_SIZE)
+                    _write_all(fd, quoter.feed(headers + end_of_trace(first) + first))
+                    while chunk := body.read(READ_SIZE):
+                        _write_all(fd, quoter.feed(chunk))
+                end = quoter.end()
+                _write_all(fd, end + (b"\n" if not quoter.ended_line else b"") + b"\n")
                 os.fsync(fd)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, size)
                     os.fsync(fd)
+                _clear_pending(fd)
                 raise
+            _clear_pending(fd)
         finally:
             # Closing the descriptor releases both locks.
             os.close(fd)
@@ -156,3 +234,65 @@ class MboxSink:
                 # RFC 5321 §4.2.3: 450 is the reply for a mailbox that is busy.
                 raise Reply(450, "4.2.0 mailbox busy, try again later")
             time.sleep(_LOCK_POLL_INTERVAL)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+# Crash recovery. Before appending, the sink records on the file itself (an extended
+# attribute: no other file, no write access to the directory needed) where the file ended
+# and where its entry starts; it removes the record once the entry is fsynced. A record
+# found on the next delivery means a writer died mid-append (SIGKILL, power loss): the
+# bytes from that offset on are a partial, never-acknowledged entry, and the file is cut
+# back to where the last complete message ended. Unless another program appended a
+# message after it (a line reading "From " past our separator: inside our entry every such
+# line is quoted): then nothing is cut, since that mail is somebody's.
+_PENDING_XATTR: Final = "user.trio-smtp.append"
+_SCAN_SIZE: Final = 1 << 20
+
+
+def _mark_pending(fd: int, size: int, entry_start: int) -> None:
+    # Without extended attributes (some file systems), appends are just not recoverable.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setxattr(fd, _PENDING_XATTR, f"{size} {entry_start}".encode())
+
+
+def _clear_pending(fd: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        os.removexattr(fd, _PENDING_XATTR)
+
+
+def _recover(fd: int, size: int) -> int:
+    """Cut off an entry a dead writer left half-written; return the file's size."""
+    try:
+        record = os.getxattr(fd, _PENDING_XATTR)
+    except (OSError, AttributeError):
+        return size
+    try:
+        start, entry_start = (int(x) for x in record.split())
+    except ValueError:
+        _clear_pending(fd)
+        return size
+    if start < size and not _another_message_after(fd, entry_start + 1, size):
+        os.ftruncate(fd, start)
+        os.fsync(fd)
+        size = start
+    _clear_pending(fd)
+    return size
+
+
+def _another_message_after(fd: int, offset: int, size: int) -> bool:
+    needle = b"\nFrom "
+    overlap = b""
+    while offset < size:
+        chunk = os.pread(fd, min(_SCAN_SIZE, size - offset), offset)
+        if not chunk:
+            break
+        if needle in overlap + chunk:
+            return True
+        overlap = chunk[-(len(needle) - 1) :]
+        offset += len(chunk)
+    return False

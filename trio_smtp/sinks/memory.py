@@ -1,13 +1,23 @@
-"""Keep messages in a list: the sink for tests and embedding."""
+"""Keep messages in a list: the sink for tests and embedding.
+
+It is the one sink that holds whole messages in memory: each delivered message's
+:attr:`~trio_smtp.Mail.content` is loaded as bytes (so the spool file of a large body is
+closed), which is what tests want to compare.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
+from .._spool import SPOOL_MEMORY
+
 if TYPE_CHECKING:
     from .._mail import Mail
+
+#: Content larger than this is loaded in a worker thread (it comes from a spool file).
+_LOAD_IN_THREAD: Final = SPOOL_MEMORY
 
 
 class MemorySink:
@@ -25,12 +35,16 @@ class MemorySink:
         return f"<MemorySink messages={len(self.messages)}>"
 
     async def deliver(self, mail: Mail) -> None:
-        """Append the message and wake whoever waits in :meth:`wait_for`.
+        """Load the content, append the message and wake whoever waits in :meth:`wait_for`.
 
         Args:
             mail: The message.
         """
-        await trio.lowlevel.checkpoint()
+        if mail.content_size > _LOAD_IN_THREAD:
+            await trio.to_thread.run_sync(lambda: mail.content)
+        else:
+            mail.content  # noqa: B018 (loads the bytes; the spool is then released)
+            await trio.lowlevel.checkpoint()
         self.messages.append(mail)
         self._arrivals.unpark_all()
 

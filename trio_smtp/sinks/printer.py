@@ -35,7 +35,7 @@ def summary(mail: Mail) -> str:
     rcpts = ", ".join(f"<{printable(r, limit=MAX_PATH)}>" for r in mail.rcpt_tos)
     return (
         f"Message {printable(mail.id, limit=MAX_PATH)} from <{sender}> to {rcpts} "
-        f"size {len(mail.content)} bytes (session {printable(mail.session.id, limit=MAX_PATH)})"
+        f"size {mail.content_size} bytes (session {printable(mail.session.id, limit=MAX_PATH)})"
     )
 
 

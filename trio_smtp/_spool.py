@@ -1,0 +1,512 @@
+"""Message bodies that never have to fit in memory: the spool.
+
+Theory of operation: a :class:`Body` collects the content of one message as the engine hands
+it over (:meth:`Body.append`). The first ``spool_memory`` bytes (1 MiB by default) stay in
+memory, as the very chunks the engine produced; past that, the body moves to a spool file
+and every later chunk goes there, gathered into writes of :data:`WRITE_SIZE` bytes that run
+in a worker thread, so a slow disk stalls only the connection that is writing.
+
+A :class:`MemoryBudget`, shared by every connection of a server, caps the body bytes held in
+memory (``max_buffered_bytes``, 64 MiB by default). A body that cannot take its next chunk
+from the budget spills to its spool file at once, whatever its size. If no spool file can be
+made (a missing or unwritable ``spool_dir``), the body keeps its bytes in memory but waits
+for the budget first: the connection stops reading (back-pressure) instead of growing, and a
+body that alone would need more than the whole budget is refused.
+
+Spool files are made by :func:`tempfile.TemporaryFile`: ``O_TMPFILE`` where the file system
+supports it (the file never has a name), else a ``0600`` file created with ``O_EXCL`` under
+an unguessable name and unlinked before anything is written to it. Either way the data lives
+only as long as the descriptor: a connection that dies, a server that is killed, a body that
+is refused all leave nothing on disk. Files that a crash left in the instant between create
+and unlink carry the :data:`SPOOL_PREFIX`; :meth:`Spool.clean` removes them at start.
+
+A spool disk that is full (``ENOSPC``, ``EDQUOT``, ``EFBIG``) fails the body: it drops what
+it holds, keeps counting what arrives so the engine can read to the final dot, and
+:meth:`Body.finish` raises ``452 4.3.1`` (RFC 3463: mail system full). Nothing half-stored is
+ever delivered.
+
+Who owns a body: the transaction, while the message arrives; then the :class:`~trio_smtp.Mail`
+it belongs to. The transaction calls :meth:`Body.release` when it is done with a delivered
+message (the memory goes back to the budget, the bytes stay readable for as long as the
+``Mail`` lives) and :meth:`Body.discard` when the message was refused, reset or cut off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import stat
+import tempfile
+import weakref
+from typing import Final
+
+import trio
+
+from .engine import Reply
+
+#: Bytes of one body kept in memory before it moves to a spool file (``spool_memory``).
+SPOOL_MEMORY: Final = 1 << 20
+#: Body bytes held in memory across all connections of a server (``max_buffered_bytes``).
+MAX_BUFFERED_BYTES: Final = 64 << 20
+#: Bytes gathered before one write to a spool file.
+WRITE_SIZE: Final = 256 << 10
+#: Bytes read from a spool file at a time by the streaming readers.
+READ_SIZE: Final = 256 << 10
+#: Every spool file's name starts with this (while it has a name at all).
+SPOOL_PREFIX: Final = "trio-smtp-spool-"
+
+# ENOSPC: disk full; EDQUOT: quota; EFBIG: RLIMIT_FSIZE or the file system's size limit.
+_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def storage_full() -> Reply:
+    """The reply for a body the spool could not hold (a new instance each time).
+
+    Returns:
+        ``452 4.3.1 insufficient system storage`` (RFC 5321 §4.2.2, RFC 3463 §3.4).
+    """
+    return Reply(452, "4.3.1 insufficient system storage")
+
+
+def _storage_error(exc: OSError) -> Reply:
+    if exc.errno in _FULL_ERRNOS:
+        return storage_full()
+    return Reply(451, "4.3.0 cannot spool the message")
+
+
+class MemoryBudget:
+    """The body bytes that all connections of a server may hold in memory together.
+
+    Args:
+        limit: The most bytes held at once.
+
+    Raises:
+        ValueError: for a negative limit.
+    """
+
+    def __init__(self, limit: int = MAX_BUFFERED_BYTES) -> None:
+        if limit < 0:
+            raise ValueError(f"max_buffered_bytes must not be negative, not {limit!r}")
+        self.limit = limit
+        #: Bytes taken and not yet given back.
+        self.used = 0
+        self._freed = trio.lowlevel.ParkingLot()
+
+    def __repr__(self) -> str:
+        return f"<MemoryBudget used={self.used} limit={self.limit}>"
+
+    def try_take(self, n: int) -> bool:
+        """Take ``n`` bytes if they fit; never waits.
+
+        Returns:
+            Whether they were taken.
+        """
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    async def take(self, n: int) -> None:
+        """Take ``n`` bytes, waiting until others give enough back.
+
+        Raises:
+            ValueError: if ``n`` exceeds the whole budget (it could never fit).
+        """
+        if n > self.limit:
+            raise ValueError(f"{n} bytes can never fit a budget of {self.limit}")
+        while not self.try_take(n):
+            await self._freed.park()
+        await trio.lowlevel.checkpoint()
+
+    def give_back(self, n: int) -> None:
+        """Return ``n`` bytes taken earlier and wake whoever waits for room."""
+        self.used -= n
+        assert self.used >= 0, "gave back more than was taken"
+        if n:
+            self._freed.unpark_all()
+
+
+class Spool:
+    """Where the bodies of one server go: the settings and the shared memory budget.
+
+    Args:
+        spool_dir: The directory for spool files; the system temporary directory by default.
+        spool_memory: Bytes of one body kept in memory before it moves to a spool file.
+        max_buffered_bytes: Body bytes held in memory across all connections.
+
+    Raises:
+        ValueError: for a negative size.
+    """
+
+    def __init__(
+        self,
+        *,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_memory: int = SPOOL_MEMORY,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+    ) -> None:
+        if spool_memory < 0:
+            raise ValueError(f"spool_memory must not be negative, not {spool_memory!r}")
+        self.spool_dir = os.fspath(spool_dir) if spool_dir is not None else None
+        self.spool_memory = spool_memory
+        self.budget = MemoryBudget(max_buffered_bytes)
+
+    def __repr__(self) -> str:
+        return (
+            f"Spool(spool_dir={self.spool_dir!r}, spool_memory={self.spool_memory}, "
+            f"max_buffered_bytes={self.budget.limit})"
+        )
+
+    def body(self) -> Body:
+        """A new, empty body that spools by these settings."""
+        return Body(spool=self)
+
+    def clean(self) -> int:
+        """Remove spool files a killed server left behind (blocking; call it at start).
+
+        Only regular files of this user whose name starts with :data:`SPOOL_PREFIX` are
+        removed. A file another running server has just created is unlinked a moment early,
+        which does it no harm: it reads and writes through its descriptor.
+
+        Returns:
+            How many files were removed.
+        """
+        where = self.spool_dir if self.spool_dir is not None else tempfile.gettempdir()
+        removed = 0
+        try:
+            entries = list(os.scandir(where))
+        except OSError:
+            return 0
+        for entry in entries:
+            if not entry.name.startswith(SPOOL_PREFIX):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+
+def _close_quietly(file: io.FileIO) -> None:
+    with contextlib.suppress(OSError):
+        file.close()
+
+
+class Body:
+    """The content of one message: in memory up to a threshold, then in a spool file.
+
+    Made by :meth:`Spool.body`. Filled with :meth:`append` and :meth:`finish` on the event
+    loop; read with :meth:`reader` (async), :meth:`open_file` (sync, for threads) or
+    :meth:`read_bytes`.
+
+    Attributes:
+        size: Bytes appended so far (also counted after a storage failure).
+    """
+
+    def __init__(self, *, spool: Spool) -> None:
+        self._spool = spool
+        self.size = 0
+        self._chunks: list[bytes] = []
+        #: Bytes of ``_chunks`` taken from the budget.
+        self._held = 0
+        self._file: io.FileIO | None = None
+        self._closer: weakref.finalize[[io.FileIO], Body] | None = None
+        self._no_spool = False
+        self._error: Reply | None = None
+        self._finished = False
+        self._discarded = False
+
+    @classmethod
+    def from_bytes(cls, content: bytes) -> Body:
+        """A finished body that holds ``content`` in memory, outside any budget."""
+        body = cls(spool=Spool(spool_memory=0, max_buffered_bytes=0))
+        body._chunks = [content] if content else []
+        body.size = len(content)
+        body._finished = True
+        return body
+
+    def __repr__(self) -> str:
+        where = "spooled" if self._file is not None else "in memory"
+        return f"<Body {self.size} bytes {where}>"
+
+    @property
+    def spooled(self) -> bool:
+        """Whether the body lives in a spool file."""
+        return self._file is not None
+
+    @property
+    def failed(self) -> Reply | None:
+        """The reply owed to the client when storage failed, else ``None``."""
+        return self._error
+
+    # ------------------------------------------------------------------ filling
+
+    async def append(self, data: bytes) -> None:
+        """Add the next piece of content.
+
+        Returns at once while the body fits in memory and in the budget; otherwise it writes
+        to the spool file in a worker thread, or (no spool file possible) waits for room in
+        the budget. Either way the caller should not read more input until it returns.
+
+        A storage failure is not raised here: the body drops what it holds, counts the rest,
+        and :meth:`finish` raises the reply.
+        """
+        n = len(data)
+        self.size += n
+        if self._error is not None or not n:
+            return
+        budget = self._spool.budget
+        if self._file is None and not self._no_spool:
+            if self.size <= self._spool.spool_memory and budget.try_take(n):
+                self._chunks.append(data)
+                self._held += n
+                return
+            await self._spill(data)
+        elif self._file is not None:
+            if self._held + n < WRITE_SIZE and budget.try_take(n):
+                self._chunks.append(data)
+                self._held += n
+                return
+            await self._write_out(data)
+        else:
+            # No spool file: memory it is, but only as much as the budget allows.
+            if self._held + n > budget.limit:
+                self._fail(storage_full())
+                return
+            await budget.take(n)
+            self._chunks.append(data)
+            self._held += n
+
+    async def finish(self) -> None:
+        """Mark the body complete: write what is still in memory of a spooled body.
+
+        Raises:
+            trio_smtp.engine.Reply: ``452 4.3.1`` when the spool disk was full (or ``451
+                4.3.0`` for another storage error); the body holds nothing then.
+        """
+        if self._error is None and self._file is not None and self._chunks:
+            await self._write_out(b"")
+        if self._error is not None:
+            raise Reply(self._error.code, self._error.text)
+        self._finished = True
+
+    def release(self) -> None:
+        """Give this body's memory back to the budget; its bytes stay readable."""
+        if self._held:
+            self._spool.budget.give_back(self._held)
+            self._held = 0
+
+    def discard(self) -> None:
+        """Drop the content: memory back to the budget, the spool file closed (and gone)."""
+        self.release()
+        self._chunks = []
+        self._discarded = True
+        if self._closer is not None:
+            self._closer()  # closes the file; a spool file has no name, so it is gone
+        self._file = None
+
+    async def _spill(self, data: bytes) -> None:
+        try:
+            file = await trio.to_thread.run_sync(self._create)
+        except OSError as exc:
+            if exc.errno in _FULL_ERRNOS:
+                self._fail(_storage_error(exc))
+                return
+            # The spool is unavailable: hold the bytes in memory, under the budget.
+            self._no_spool = True
+            self.size -= len(data)
+            await self.append(data)
+            return
+        self._file = file
+        self._closer = weakref.finalize(self, _close_quietly, file)
+        await self._write_out(data)
+
+    def _create(self) -> io.FileIO:
+        file = tempfile.TemporaryFile(
+            mode="w+b", buffering=0, dir=self._spool.spool_dir, prefix=SPOOL_PREFIX
+        )
+        assert isinstance(file, io.FileIO)
+        return file
+
+    async def _write_out(self, data: bytes) -> None:
+        assert self._file is not None
+        pending = b"".join([*self._chunks, data])
+        try:
+            await trio.to_thread.run_sync(_write_all, self._file.fileno(), pending)
+        except OSError as exc:
+            self._fail(_storage_error(exc))
+            return
+        self.release()
+        self._chunks = []
+
+    def _fail(self, reply: Reply) -> None:
+        self.discard()
+        self._discarded = False
+        self._error = reply
+
+    # ------------------------------------------------------------------ reading
+
+    def _check_readable(self) -> None:
+        if self._discarded:
+            raise RuntimeError("the message body was discarded (refused, reset or cut off)")
+        if self._error is not None:
+            raise RuntimeError(f"the message body could not be stored: {self._error}")
+
+    def _dup(self) -> int | None:
+        """A descriptor of our own for a spooled body (``None`` in memory).
+
+        Readers use their own descriptor so that a body discarded on the event loop while a
+        thread still reads it (an abandoned hook) never leaves them a reused descriptor number.
+        """
+        self._check_readable()
+        return None if self._file is None else os.dup(self._file.fileno())
+
+    def read_bytes(self) -> bytes:
+        """The whole content (blocking for a spooled body: call it from a thread if large)."""
+        fd = self._dup()
+        if fd is None:
+            if len(self._chunks) != 1:
+                # Joined once: later reads (and the memory) share the one bytes object.
+                self._chunks = [b"".join(self._chunks)]
+            return self._chunks[0]
+        try:
+            return _pread_all(fd, self.size)
+        finally:
+            os.close(fd)
+
+    def reader(self) -> BodyReader:
+        """An async iterator over the content; use it as ``async with body.reader() as r``."""
+        return BodyReader(self)
+
+    def open_file(self) -> io.BufferedReader | io.BytesIO:
+        """A binary file object over the content, with its own position (blocking reads).
+
+        Several may be open at once; each must be closed (``with`` closes it). A file of a
+        spooled body stays readable even if the body is discarded meanwhile.
+        """
+        fd = self._dup()
+        if fd is None:
+            return io.BytesIO(self.read_bytes())
+        return io.BufferedReader(_SpoolReader(fd, self.size), READ_SIZE)
+
+
+class BodyReader:
+    """Reads a body in order without loading it: ``async for chunk in reader``.
+
+    In-memory content comes as the chunks that arrived (no copy); a spooled body in pieces
+    of :data:`READ_SIZE` bytes, each read in a worker thread. Use it as an async context
+    manager so that its descriptor is closed.
+    """
+
+    def __init__(self, body: Body) -> None:
+        self._body = body
+        self._fd: int | None = None
+        self._chunks: list[bytes] = []
+        self._index = 0
+        self._offset = 0
+        self._opened = False
+
+    async def __aenter__(self) -> BodyReader:
+        self._open()
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def _open(self) -> None:
+        if not self._opened:
+            self._opened = True
+            self._fd = self._body._dup()
+            if self._fd is None:
+                self._chunks = list(self._body._chunks)
+
+    def close(self) -> None:
+        """Close the reader's descriptor; iteration ends."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._chunks = []
+        self._offset = self._body.size
+
+    def __aiter__(self) -> BodyReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._open()
+        if self._fd is None:
+            if self._index >= len(self._chunks):
+                raise StopAsyncIteration
+            chunk = self._chunks[self._index]
+            self._index += 1
+            await trio.lowlevel.checkpoint()
+            return chunk
+        size = self._body.size
+        if self._offset >= size:
+            raise StopAsyncIteration
+        n = min(READ_SIZE, size - self._offset)
+        chunk = await trio.to_thread.run_sync(_pread_all, self._fd, n, self._offset)
+        self._offset += len(chunk)
+        return chunk
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _pread_all(fd: int, n: int, offset: int = 0) -> bytes:
+    parts = []
+    while n > 0:
+        part = os.pread(fd, n, offset)
+        if not part:
+            raise OSError(errno.EIO, "spool file is shorter than the message")
+        parts.append(part)
+        n -= len(part)
+        offset += len(part)
+    return b"".join(parts) if len(parts) != 1 else parts[0]
+
+
+class _SpoolReader(io.RawIOBase):
+    """A read-only raw file over a spool descriptor, with a position of its own (pread)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        # A view, so that the slice below is the caller's memory and not a copy of it.
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self._size - self._pos)
+        if n <= 0:
+            return 0
+        got = os.preadv(self._fd, [view[:n]], self._pos)
+        self._pos += got
+        return got
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset!r}")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
