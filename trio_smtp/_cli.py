@@ -231,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="normalize",
         help="what a bare LF or CR in DATA gets: rewritten to CRLF, or 550 5.6.0",
     )
+    lim.add_argument(
+        "--lenient-addresses",
+        action="store_true",
+        help="accept MAIL FROM/RCPT TO without <> and local parts ending in a dot "
+        "(old devices such as HP iLO; otherwise 501)",
+    )
     p.add_argument(
         "--log-level",
         choices=LEVELS,
@@ -276,6 +282,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "hook_timeout": args.hook_timeout,
         "shutdown_grace": args.shutdown_grace,
         "bare_lf": args.bare_lf,
+        "lenient_addresses": args.lenient_addresses,
         "lmtp": args.lmtp,
         "proxy_protocol": args.proxy_protocol,
         "log_level": args.log_level,

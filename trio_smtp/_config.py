@@ -147,6 +147,7 @@ class ServerConfig:
         default=DEFAULT_SHUTDOWN_GRACE, validator=_non_negative_number
     )
     bare_lf: BareLineEndings = attrs.field(default=BareLineEndings.NORMALIZE, converter=_bare_lf)
+    lenient_addresses: bool = False
     lmtp: bool = False
     proxy_protocol: bool = False
     proxy_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(
@@ -186,6 +187,7 @@ class ServerConfig:
             max_bad_commands=self.max_bad_commands,
             max_auth_failures=self.max_auth_failures,
             bare_line_endings=self.bare_lf,
+            lenient_addresses=self.lenient_addresses,
             starttls=self.tls_enabled,
             require_tls=self.require_tls,
             auth_mechanisms=self.auth_mechanisms if auth else (),

@@ -7,12 +7,14 @@ import pytest
 from trio_smtp.engine import (
     Bdat,
     CommandRejected,
+    ConnectionClosed,
     EndOfMessage,
     EngineConfig,
     MailFrom,
     MessageData,
     Phase,
     Quit,
+    RcptTo,
     Reply,
     State,
 )
@@ -87,13 +89,14 @@ def test_last_is_case_insensitive() -> None:
 
 def test_many_chunks() -> None:
     driver = in_transaction()
-    pieces = [bytes([65 + i % 26]) * (i + 1) for i in range(50)]
+    # Each piece ends a line, so the 1000-octet text line limit is never reached.
+    pieces = [bytes([65 + i % 26]) * (i + 1) + b"\r\n" for i in range(50)]
     wire = b"".join(bdat(p) for p in pieces) + bdat(b"end", last=True)
     driver.feed(wire)
     assert driver.content() == b"".join(pieces) + b"end"
     assert len(driver.of_type(Bdat)) == 51
     assert messages(driver)[0].size == sum(map(len, pieces)) + 3
-    assert driver.output.endswith(b"250 2.0.0 50 octets received\r\n" + ACCEPTED)
+    assert driver.output.endswith(b"250 2.0.0 52 octets received\r\n" + ACCEPTED)
 
 
 def test_chunk_split_across_reads() -> None:
@@ -122,14 +125,69 @@ def test_chunk_data_is_delivered_before_the_chunk_is_complete() -> None:
     assert driver.output.endswith(b"250 2.0.0 10 octets received\r\n")
 
 
+UNTRUSTED = b"421 4.5.4 BDAT needs exactly: BDAT chunk-size [LAST]; closing connection\r\n"
+
+
 @pytest.mark.parametrize(
     "line",
-    [b"BDAT", b"BDAT x", b"BDAT -1", b"BDAT 1 FIRST", b"BDAT 1 LAST x", b"BDAT " + b"9" * 19],
+    [
+        b"BDAT",
+        b"BDAT x",
+        b"BDAT -1",
+        b"BDAT +5",
+        b"BDAT 1 FIRST",
+        b"BDAT 1 LAST x",
+        b"BDAT 5  LAST",
+        b"BDAT  5 LAST",
+        b"BDAT 5 LAST ",
+        b"BDAT\t5 LAST",
+        b"BDAT 5\tLAST",
+        b"BDAT 5\r LAST",
+        b"BDAT 5\x00",
+        b" BDAT 5",
+        b"BDAT 5.0",
+        b"BDAT 0x10",
+        b"BDAT 1_0",
+        b"BDAT " + b"9" * 31,
+        "BDAT \u0665".encode(),  # ARABIC-INDIC DIGIT FIVE: str.isdigit() says yes
+        "BDAT 4 la\u017ft".encode(),  # long s: "la\u017ft".upper() == "LAST"
+        b"BDAT 4 LAST\xff",
+    ],
 )
-def test_bdat_syntax_errors(line: bytes) -> None:
+def test_a_bdat_size_that_cannot_be_trusted_closes_the_connection(line: bytes) -> None:
+    # The chunk's octets follow at once: if the count is not read exactly as the
+    # client meant it, they would run as commands. Nothing after this line is parsed.
     driver = in_transaction()
-    assert driver.send(line + b"\r\n") == b"501 5.5.4 syntax: BDAT chunk-size [LAST]\r\n"
-    assert driver.engine.state is State.COMMAND
+    out = driver.send(line + b"\r\nRCPT TO:<victim@x>\r\nBDAT 1 LAST\r\nX")
+    assert out == UNTRUSTED
+    assert driver.state() is State.CLOSED
+    assert driver.engine.session.close_reason == "bdat-syntax"
+    assert [type(e) for e in driver.events[-2:]] == [CommandRejected, ConnectionClosed]
+    assert not driver.of_type(EndOfMessage)
+
+
+@pytest.mark.parametrize("digits", [b"48", b"048", b"000000000000000000048", b"0" * 28 + b"48"])
+def test_leading_zeros_in_the_chunk_size_are_read_as_the_number(digits: bytes) -> None:
+    # RFC 3030 §2: chunk-size = 1*DIGIT. The 48 octets are the chunk, never commands.
+    smuggled = b"RCPT TO:<victim@x>\r\nBDAT 7 LAST\r\nSMUG!\r\n"
+    smuggled += b"X" * (48 - len(smuggled) - 2) + b"\r\n"
+    assert len(smuggled) == 48
+    driver = in_transaction()
+    out = driver.send(b"BDAT " + digits + b" LAST\r\n" + smuggled)
+    assert out == ACCEPTED
+    assert driver.content() == smuggled
+    assert [e.address for e in driver.of_type(RcptTo)] == ["b@example.net"]
+    assert len(driver.of_type(Bdat)) == 1
+
+
+def test_lower_case_last_is_accepted() -> None:
+    driver = in_transaction()
+    assert driver.send(b"bdat 2 last\r\nhi") == ACCEPTED
+
+
+def test_bdat_when_chunking_is_off_is_not_implemented() -> None:
+    driver = in_transaction(EngineConfig(chunking=False))
+    assert driver.send(b"BDAT 2\r\n") == b"502 5.5.1 command not implemented\r\n"
 
 
 def test_bdat_refused_by_sequencing_still_swallows_its_octets() -> None:
@@ -229,3 +287,60 @@ def test_eof_mid_chunk_closes_without_end_of_message() -> None:
     assert driver.closed is not None
     assert driver.closed.reason == "eof"
     assert not messages(driver)
+
+
+# ---------------------------------------------------------------- text rules (RFC 3030 §3)
+
+
+def test_bare_lf_and_cr_in_bdat_are_normalized_by_default() -> None:
+    driver = in_transaction()
+    # A CR ending one chunk and the LF starting the next are one CRLF.
+    out = driver.send(bdat(b"a\nb\rc\r") + bdat(b"\nd\r\n.\n", last=True))
+    assert out.endswith(ACCEPTED)
+    assert driver.content() == b"a\r\nb\r\nc\r\nd\r\n.\r\n"
+    assert messages(driver)[0].size == len(driver.content())
+
+
+def test_a_cr_ending_the_last_chunk_is_a_bare_cr() -> None:
+    driver = in_transaction()
+    driver.send(bdat(b"a\r") + bdat(b"", last=True))
+    assert driver.content() == b"a\r\n"
+
+
+REJECT = EngineConfig(bare_line_endings="reject")
+BARE_REFUSED = b"550 5.6.0 bare LF or CR in message; use CRLF line endings\r\n"
+
+
+@pytest.mark.parametrize("body", [b"a\nb\r\n", b"a\rb\r\n", b"a\r\n\r.\r\n", b"a\r\r\n"])
+def test_bare_lf_or_cr_in_bdat_is_refused_under_reject(body: bytes) -> None:
+    driver = in_transaction(REJECT)
+    out = driver.send(bdat(body) + bdat(b"more\r\n", last=True) + b"RSET\r\n")
+    assert out == BARE_REFUSED + b"503 5.5.1 previous BDAT failed; send RSET\r\n250 2.0.0 OK\r\n"
+    assert not messages(driver)
+
+
+def test_bdat_line_over_the_limit_is_refused() -> None:
+    driver = in_transaction()
+    body = b"Subject: x\r\n\r\n" + b"A" * 5014 + b"\r\n"  # a 5,016-octet line
+    out = driver.send(bdat(body[:3000]) + bdat(body[3000:], last=True))
+    assert out == (
+        b"500 5.5.6 line too long\r\n" + b"503 5.5.1 previous BDAT failed; send RSET\r\n"
+    )
+    assert not messages(driver)
+
+
+def test_bdat_line_of_exactly_1000_octets_is_fine() -> None:
+    driver = in_transaction()
+    line = b"A" * 998 + b"\r\n"
+    assert driver.send(bdat(line[:500]) + bdat(line[500:], last=True)) == (
+        b"250 2.0.0 500 octets received\r\n" + ACCEPTED
+    )
+
+
+def test_binarymime_is_exempt_from_the_text_rules() -> None:
+    driver = Driver(REJECT)
+    driver.feed(EHLO)
+    driver.send(b"MAIL FROM:<a@example.org> BODY=BINARYMIME\r\nRCPT TO:<b@example.net>\r\n")
+    body = b"\x00\n\r" + b"B" * 5000 + b"\r"
+    assert driver.send(bdat(body, last=True)) == ACCEPTED
+    assert driver.content() == body

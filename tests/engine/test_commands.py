@@ -440,3 +440,42 @@ def test_close_while_an_event_awaits_its_reply() -> None:
 
 def test_engine_repr_names_state_and_phase() -> None:
     assert repr(ehloed().engine) == "<Engine state=command phase=ready>"
+
+
+# ---------------------------------------------------------------- ASCII verbs only
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ma\u0131l FROM:<a@x>",  # dotless i: "ma\u0131l".upper() == "MAIL"
+        "r\u017fet",  # long s: "r\u017fet".upper() == "RSET"
+        "\ufb06ARTTLS",  # the "st" ligature upper-cases to "ST"
+        "\ufb06ARTTL\u017f",
+        "e\u0127lo x",
+        "NOO\u1d18",
+        "\u0131",
+    ],
+)
+def test_verbs_are_matched_in_ascii_only(line: str) -> None:
+    # RFC 5321 §2.4: verbs are ASCII, case-insensitive in ASCII alone; Unicode case
+    # mapping would let look-alikes through filters that compare the raw line.
+    driver = Driver(EngineConfig(starttls=True))
+    driver.feed(b"EHLO c\r\n")
+    out = driver.send(line.encode() + b"\r\n")
+    assert out == b"500 5.5.2 command not recognized\r\n"
+    assert isinstance(driver.events[-1], CommandRejected)
+    assert driver.engine.phase is Phase.READY
+
+
+def test_ascii_verbs_stay_case_insensitive() -> None:
+    driver = Driver()
+    out = driver.send(b"eHlO c\r\nmail from:<a@x>\r\nrSeT\r\n")
+    assert out.endswith(b"250 2.1.0 sender OK\r\n250 2.0.0 OK\r\n")
+
+
+def test_auth_mechanism_is_matched_in_ascii_only() -> None:
+    driver = Driver(EngineConfig(auth_mechanisms=("PLAIN",), auth_insecure=True))
+    driver.feed(b"EHLO c\r\n")
+    out = driver.send("AUTH PLA\u0131N\r\n".encode())
+    assert out == b"504 5.5.4 unrecognized authentication type\r\n"

@@ -319,7 +319,6 @@ def test_bare_postmaster_is_not_a_valid_sender() -> None:
         (b"<a@[tag:general-literal]>", "a@[tag:general-literal]"),
         (b"<@relay.example,@other.example:user@example.org>", "user@example.org"),
         (b"<@relay.example:user@example.org>", "user@example.org"),
-        (b"bare@example.org", "bare@example.org"),
     ],
 )
 def test_valid_address_forms(path: bytes, address: str) -> None:
@@ -417,3 +416,128 @@ def test_parse_params_and_decode_xtext() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         decode_xtext("a+2", "ENVID")
     assert info.value.reply == Reply(501, "5.5.4 bad ENVID value")
+
+
+# ---------------------------------------------------------------- brackets (RFC 5321 §4.1.2)
+
+LENIENT = EngineConfig(lenient_addresses=True)
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (b"MAIL FROM:a@x.example", b"501 5.1.7 sender address must be enclosed in <>\r\n"),
+        (b"MAIL FROM: a@x.example", b"501 5.1.7 sender address must be enclosed in <>\r\n"),
+        (b"MAIL FROM:<ilo.@x.example>", b"501 5.1.7 bad sender address syntax\r\n"),
+    ],
+)
+def test_mail_needs_angle_brackets_and_a_proper_local_part(line: bytes, reply: bytes) -> None:
+    assert mail(line) == (reply, None)
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (b"RCPT TO:b@y.example", b"501 5.1.3 recipient address must be enclosed in <>\r\n"),
+        (b"RCPT TO:<ilo.@y.example>", b"501 5.1.3 bad recipient address syntax\r\n"),
+    ],
+)
+def test_rcpt_needs_angle_brackets_and_a_proper_local_part(line: bytes, reply: bytes) -> None:
+    assert rcpt(line) == (reply, None)
+
+
+@pytest.mark.parametrize(
+    ("path", "address"),
+    [
+        (b"bare@example.org", "bare@example.org"),
+        (b" bare@example.org", "bare@example.org"),
+        (b"<ilo.@example.org>", "ilo.@example.org"),
+        (b"ilo.@example.org", "ilo.@example.org"),
+        (b"<a@example.org>", "a@example.org"),
+    ],
+)
+def test_lenient_addresses_accept_what_old_devices_send(path: bytes, address: str) -> None:
+    out, event = mail(b"MAIL FROM:" + path + b" SIZE=10", LENIENT)
+    assert out == OK_MAIL
+    assert event is not None
+    assert (event.address, event.size) == (address, 10)
+    out, revent = rcpt(b"RCPT TO:" + path, LENIENT)
+    assert out == OK_RCPT
+    assert revent is not None
+    assert revent.address == address
+
+
+@pytest.mark.parametrize(
+    "path", [b"<.a@example.org>", b"<a..b@example.org>", b"<a..@example.org>", b"a b@x.example"]
+)
+def test_lenient_addresses_stay_strict_about_the_rest(path: bytes) -> None:
+    out, event = mail(b"MAIL FROM:" + path, LENIENT)
+    assert out.startswith(b"501 5.1.7")
+    assert event is None
+
+
+# ---------------------------------------------------------------- xtext (RFC 3461 §4)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MAIL FROM:<a@b> ENVID=x+0D+0ABcc:+20evil@x+00",
+        b"MAIL FROM:<a@b> ENVID=a+0Ab",
+        b"MAIL FROM:<a@b> ENVID=a+09b",
+        b"MAIL FROM:<a@b> ENVID=a+7Fb",
+        b"MAIL FROM:<a@b> ENVID=a+1Bb",
+        b"MAIL FROM:<a@b> ENVID=a+C2+9Bb",
+    ],
+)
+def test_envid_that_decodes_to_controls_is_refused(line: bytes) -> None:
+    out, event = mail(line)
+    assert out == b"501 5.5.4 ENVID value decodes to control or non-ASCII characters\r\n"
+    assert event is None
+
+
+def test_orcpt_that_decodes_to_controls_is_refused() -> None:
+    out, event = rcpt(b"RCPT TO:<b@c> ORCPT=rfc822;b+0D+0Ax@c")
+    assert out == b"501 5.5.4 ORCPT value decodes to control or non-ASCII characters\r\n"
+    assert event is None
+
+
+def test_auth_parameter_that_decodes_to_controls_is_refused() -> None:
+    config = EngineConfig(auth_mechanisms=("PLAIN",), auth_insecure=True)
+    out, event = mail(b"MAIL FROM:<a@b> AUTH=<x+00@y>", config)
+    assert out == b"501 5.5.4 AUTH value decodes to control or non-ASCII characters\r\n"
+    assert event is None
+
+
+def test_xtext_of_printable_characters_still_decodes() -> None:
+    assert decode_xtext("a+2Bb+3Dc+20d", "ENVID") == "a+b=c d"
+
+
+# ---------------------------------------------------------------- ASCII keywords only
+
+
+@pytest.mark.parametrize(
+    ("param", "reply"),
+    [
+        ("BODY=8b\u0131tm\u0131me", b"501 5.5.4 unsupported BODY=8b\xc4\xb1tm\xc4\xb1me\r\n"),
+        ("RET=FULL\u0131", b"501 5.5.4 RET must be FULL or HDRS\r\n"),
+        ("RET=hdr\u017f", b"501 5.5.4 RET must be FULL or HDRS\r\n"),
+    ],
+)
+def test_parameter_values_are_matched_in_ascii_only(param: str, reply: bytes) -> None:
+    out, event = mail(b"MAIL FROM:<a@b> " + param.encode(), EngineConfig())
+    assert (out, event) == (reply, None)
+
+
+def test_notify_keywords_are_ascii_only() -> None:
+    utf8 = b"MAIL FROM:<a@b> SMTPUTF8"
+    out, event = rcpt("RCPT TO:<b@c> NOTIFY=\u017fUCCESS".encode(), mail_line=utf8)
+    assert out == b"501 5.5.4 bad NOTIFY value\r\n"
+    assert event is None
+
+
+def test_orcpt_type_is_ascii_only() -> None:
+    utf8 = b"MAIL FROM:<a@b> SMTPUTF8"
+    out, event = rcpt("RCPT TO:<b@c> ORCPT=rfc\u212a;b@c".encode(), mail_line=utf8)
+    assert out == b"501 5.5.4 bad ORCPT value\r\n"
+    assert event is None

@@ -202,10 +202,13 @@ def valid_session(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         for extra in draw(st.lists(st.sampled_from([b"NOOP", b"RSET", b"VRFY x"]), max_size=2)):
             wire.append(extra + b"\r\n")
-        wire.append(f"MAIL FROM:<{draw(ADDRESS)}>".encode() + b"\r\n")
+        use_data = draw(st.booleans())
+        # BDAT chunks here are any octets, so the body is BINARYMIME (no text rules).
+        body = b"" if use_data else b" BODY=BINARYMIME"
+        wire.append(f"MAIL FROM:<{draw(ADDRESS)}>".encode() + body + b"\r\n")
         for rcpt in draw(st.lists(ADDRESS, min_size=1, max_size=3)):
             wire.append(f"RCPT TO:<{rcpt}>".encode() + b"\r\n")
-        if draw(st.booleans()):
+        if use_data:
             lines = [line.encode() for line in draw(st.lists(BODY_LINE, max_size=8))]
             content = b"".join(line + b"\r\n" for line in lines)
             stuffed = b"".join(
@@ -322,3 +325,22 @@ def test_no_body_without_crlf_dot_crlf_can_end_data(pieces: list[bytes], cuts: l
     assert driver.engine.state is State.DATA
     assert not [e for e in driver.events if isinstance(e, EndOfMessage)]
     assert len([e for e in driver.events if isinstance(e, MailFrom)]) == 1
+
+
+@SETTINGS
+@given(
+    chunks=st.lists(st.binary(max_size=40), max_size=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_bdat_text_is_normalized_the_same_however_it_is_chunked_and_read(
+    chunks: list[bytes], cuts: list[int]
+) -> None:
+    # RFC 3030 §3: a BDAT body that is not BINARYMIME is text: every bare CR or LF
+    # becomes CRLF, wherever the chunk and read boundaries fall (a CR ending one chunk
+    # and an LF starting the next are one CRLF).
+    wire = b"EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\n"
+    wire += b"".join(b"BDAT %d\r\n" % len(c) + c for c in chunks) + b"BDAT 0 LAST\r\n"
+    driver = Driver()
+    driver.feed_chunks(split(wire, cuts))
+    expected = re.sub(rb"\r\n|\r|\n", b"\r\n", b"".join(chunks))
+    assert message_contents(driver) == [expected]

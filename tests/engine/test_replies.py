@@ -182,3 +182,56 @@ def test_every_reply_but_greeting_helo_and_intermediate_ones_has_an_enhanced_cod
             continue
         assert re.fullmatch(rb"(\d)\d\d [245]\.\d{1,3}\.\d{1,3}( .*)?", line), line
         assert line[0] == line[4], line  # the class matches the code
+
+
+# ---------------------------------------------------------------- line length (RFC 5321 §4.5.3.1.5)
+
+
+def _wire_lines(wire: bytes) -> list[bytes]:
+    return wire.split(b"\r\n")[:-1]
+
+
+@pytest.mark.parametrize("size", [505, 506, 507, 1000, 100_000])
+def test_long_reply_text_is_split_into_lines_of_at_most_512_octets(size: int) -> None:
+    text = "5.7.1 " + "".join(f"word{i} " for i in range(size))[:size]
+    wire = Reply(550, text).to_bytes()
+    lines = _wire_lines(wire)
+    assert all(len(line) + 2 <= 512 for line in lines)
+    assert all(line.startswith((b"550-5.7.1 ", b"550 5.7.1 ")) for line in lines)
+    assert all(line[3:4] == b"-" for line in lines[:-1])
+    assert lines[-1][3:4] == b" "
+    # Nothing lost but the spaces where lines were cut.
+    joined = b"".join(line[10:] for line in lines).replace(b" ", b"")
+    assert joined == text[6:].replace(" ", "").encode()
+
+
+def test_split_never_cuts_a_utf8_sequence() -> None:
+    wire = Reply(550, "5.7.1 " + "\u00e9" * 1000).to_bytes()
+    lines = _wire_lines(wire)
+    assert len(lines) > 1
+    for line in lines:
+        assert len(line) + 2 <= 512
+        line.decode("utf-8")  # each line is whole UTF-8
+
+
+def test_split_applies_without_enhanced_codes_too() -> None:
+    wire = Reply(220, "mx.example " + "x" * 1000).to_bytes(enhanced=False)
+    lines = _wire_lines(wire)
+    assert [len(line) + 2 <= 512 for line in lines] == [True] * len(lines)
+    assert lines[0].startswith(b"220-mx.example ")
+
+
+def test_a_long_hook_reply_goes_out_as_a_multiline_reply() -> None:
+    driver = Driver(
+        answer=lambda event: Reply(250, "x" * 2000) if isinstance(event, Noop) else None
+    )
+    out = driver.send(b"NOOP\r\n")
+    lines = _wire_lines(out)
+    assert len(lines) == 4
+    assert all(len(line) + 2 <= 512 for line in lines)
+    assert lines[-1].startswith(b"250 2.0.0 ")
+
+
+def test_short_replies_are_unchanged() -> None:
+    assert Reply(250, "2.1.0 sender OK").to_bytes() == b"250 2.1.0 sender OK\r\n"
+    assert Reply(334, "").to_bytes() == b"334 \r\n"

@@ -60,6 +60,9 @@ class EngineConfig:
         auth_mechanisms: SASL mechanisms offered; empty to disable AUTH.
         auth_insecure: Allow AUTH without TLS.
         auth_required: Refuse MAIL before AUTH (530 5.7.0).
+        lenient_addresses: Accept MAIL FROM / RCPT TO addresses without angle brackets
+            and local parts that end in a dot (old devices such as HP iLO); by default
+            both get 501 (RFC 5321 §4.1.2).
         smtputf8, eightbitmime, chunking, binarymime, dsn, pipelining: Extensions.
     """
 
@@ -86,6 +89,7 @@ class EngineConfig:
     )
     auth_insecure: bool = False
     auth_required: bool = False
+    lenient_addresses: bool = False
     smtputf8: bool = True
     eightbitmime: bool = True
     chunking: bool = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import re
 from collections.abc import Sequence
 from enum import Enum
 from typing import Final
@@ -24,7 +25,7 @@ from typing import Final
 from . import _state
 from ._auth import SaslExchange
 from ._config import EngineConfig
-from ._data import BdatReader, DataReader
+from ._data import BdatReader, BdatText, DataReader
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
     AuthCredentials,
@@ -49,7 +50,14 @@ from ._events import (
     TLSUpgrade,
     Vrfy,
 )
-from ._grammar import check_domain, decode_xtext, need_value, parse_params, parse_path
+from ._grammar import (
+    ascii_upper,
+    check_domain,
+    decode_xtext,
+    need_value,
+    parse_params,
+    parse_path,
+)
 from ._proxy import ProxyHeaderError, parse_proxy_header
 from ._receivebuffer import LINE_TOO_LONG, ReceiveBuffer
 from ._replies import Reply
@@ -73,7 +81,13 @@ NEED_DATA: Final = Sentinel.NEED_DATA
 #: :meth:`Engine.next_event` has nothing until the caller acts (TLS handshake, greeting).
 PAUSED: Final = Sentinel.PAUSED
 
-_MAX_BDAT_DIGITS: Final = 18
+# RFC 3030 §2: chunk-size = 1*DIGIT; leading zeros are allowed, so the cap is generous.
+_MAX_BDAT_DIGITS: Final = 30
+# Exactly "BDAT" SP chunk-size [ SP end-marker ], ASCII only: nothing else is trusted.
+_BDAT_ARGUMENT: Final = re.compile(rf"([0-9]{{1,{_MAX_BDAT_DIGITS}}})(?: ([Ll][Aa][Ss][Tt]))?\Z")
+_BDAT_UNTRUSTED: Final = Reply(
+    421, "4.5.4 BDAT needs exactly: BDAT chunk-size [LAST]; closing connection"
+)
 _OK: Final = Reply(250, "2.0.0 OK")
 _TOO_MANY_ERRORS: Final = Reply(421, "4.7.0 too many errors, closing connection")
 _TOO_MANY_AUTH: Final = Reply(421, "4.7.0 too many failed authentication attempts")
@@ -129,6 +143,7 @@ class Engine:
         self._body = "7BIT"
         self._tls_announced = False
         self._bdat_refusal: Reply | None = None
+        self._bdat_text: BdatText | None = None
 
     # ------------------------------------------------------------------ the caller's side
 
@@ -393,6 +408,7 @@ class Engine:
         self._body = "7BIT"
         self._size = 0
         self._bdat_error = None
+        self._bdat_text = None
 
     def _message_done(self) -> None:
         self.state = State.COMMAND
@@ -419,6 +435,12 @@ class Engine:
             return self._auth_line(raw)
         if raw is LINE_TOO_LONG:
             return self._reject("", Reply(500, "5.5.6 line too long"))
+        head = raw.lstrip(b" \t")[:5]
+        if head[:4].upper() == b"BDAT" and not head[4:].isalnum():
+            # Checked on the raw octets, before anything could refuse the line: a BDAT
+            # is followed by its chunk, and if the size is not read exactly as the
+            # client meant it, the chunk would run as commands (smuggling).
+            return self._bdat_line(raw)
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -426,7 +448,7 @@ class Engine:
                 raw[:40].decode("ascii", "replace"), Reply(500, "5.5.2 command is not valid UTF-8")
             )
         verb, _, argument = line.partition(" ")
-        verb = verb.upper()
+        verb = ascii_upper(verb)
         argument = argument.strip(" ")
         if verb == "AUTH":
             # Events may be logged: never carry the initial response (a password).
@@ -492,11 +514,16 @@ class Engine:
         self._gate(verb)
         if self.config.auth_required and self.authenticated_as is None:
             raise RemoteProtocolError(_NEED_AUTH)
-        if argument[:5].upper() != "FROM:":
+        if ascii_upper(argument[:5]) != "FROM:":
             raise RemoteProtocolError(Reply(501, "5.5.4 syntax: MAIL FROM:<address>"))
         c = self.config
         address, rest = parse_path(
-            argument[5:], utf8=c.smtputf8, allow_null=True, allow_postmaster=False, sender=True
+            argument[5:],
+            utf8=c.smtputf8,
+            allow_null=True,
+            allow_postmaster=False,
+            sender=True,
+            lenient=c.lenient_addresses,
         )
         params = parse_params(rest, utf8=c.smtputf8)
         size: int | None = None
@@ -513,7 +540,7 @@ class Engine:
                 if c.max_message_size is not None and size > c.max_message_size:
                     raise RemoteProtocolError(_MSG_TOO_BIG)
             elif key == "BODY":  # RFC 6152, RFC 3030 §3
-                body = need_value(params, key).upper()
+                body = ascii_upper(need_value(params, key))
                 allowed = {"7BIT"}
                 if c.eightbitmime:
                     allowed.add("8BITMIME")
@@ -526,7 +553,7 @@ class Engine:
                     raise RemoteProtocolError(Reply(501, "5.5.4 SMTPUTF8 takes no value"))
                 smtputf8 = True
             elif key == "RET" and c.dsn:  # RFC 3461 §4.3
-                ret = need_value(params, key).upper()
+                ret = ascii_upper(need_value(params, key))
                 if ret not in ("FULL", "HDRS"):
                     raise RemoteProtocolError(Reply(501, "5.5.4 RET must be FULL or HDRS"))
             elif key == "ENVID" and c.dsn:  # RFC 3461 §4.4
@@ -559,7 +586,7 @@ class Engine:
 
     def _rcpt(self, verb: str, argument: str) -> Event:
         self._gate(verb)
-        if argument[:3].upper() != "TO:":
+        if ascii_upper(argument[:3]) != "TO:":
             raise RemoteProtocolError(Reply(501, "5.5.4 syntax: RCPT TO:<address>"))
         c = self.config
         address, rest = parse_path(
@@ -568,13 +595,14 @@ class Engine:
             allow_null=False,
             allow_postmaster=True,
             sender=False,
+            lenient=c.lenient_addresses,
         )
         params = parse_params(rest, utf8=self._smtputf8)
         notify: tuple[str, ...] | None = None
         orcpt: tuple[str, str] | None = None
         for key in params:
             if key == "NOTIFY" and c.dsn:  # RFC 3461 §4.1
-                words = tuple(w.upper() for w in need_value(params, key).split(","))
+                words = tuple(ascii_upper(w) for w in need_value(params, key).split(","))
                 valid = {"SUCCESS", "FAILURE", "DELAY"}
                 if not (
                     words == ("NEVER",) or (set(words) <= valid and len(set(words)) == len(words))
@@ -583,7 +611,7 @@ class Engine:
                 notify = words
             elif key == "ORCPT" and c.dsn:  # RFC 3461 §4.2
                 kind, sep, value = need_value(params, key).partition(";")
-                if not sep or not kind or not value:
+                if not sep or not kind or not value or not kind.isascii():
                     raise RemoteProtocolError(Reply(501, "5.5.4 bad ORCPT value"))
                 orcpt = (kind.lower(), decode_xtext(value, "ORCPT"))
             else:
@@ -614,20 +642,23 @@ class Engine:
             default_reply=_START_DATA,
         )
 
-    def _bdat(self, verb: str, argument: str) -> Event | None:
-        parts = argument.split(" ")
+    def _bdat_line(self, raw: bytes) -> Event | None:
+        """A BDAT command line, parsed strictly (RFC 3030 §2) or the session ends."""
+        text = raw.decode("ascii", "replace")
         if not self.config.chunking:
-            raise RemoteProtocolError(Reply(502, "5.5.1 command not implemented"))
-        if (
-            not 1 <= len(parts) <= 2
-            or not parts[0].isdigit()
-            or not parts[0].isascii()
-            or len(parts[0]) > _MAX_BDAT_DIGITS
-            or (len(parts) == 2 and parts[1].upper() != "LAST")
-        ):
-            raise RemoteProtocolError(Reply(501, "5.5.4 syntax: BDAT chunk-size [LAST]"))
-        size = int(parts[0])
-        last = len(parts) == 2
+            # Not advertised, so no client may send it (RFC 3030 §2): an unknown command.
+            return self._reject(text[:40], Reply(502, "5.5.1 command not implemented"))
+        m = _BDAT_ARGUMENT.match(text, 5) if raw.isascii() and text[:5].upper() == "BDAT " else None
+        if m is None:
+            # RFC 3030 §2: the chunk's octets follow whatever the reply; when their count
+            # is not certain, nothing after this line can be told from a command.
+            self._send(_BDAT_UNTRUSTED)
+            rejected = CommandRejected(line=text[:60], reply=_BDAT_UNTRUSTED)
+            self._close("bdat-syntax")
+            return rejected
+        return self._bdat("BDAT", text[5:], int(m.group(1)), last=m.group(2) is not None)
+
+    def _bdat(self, verb: str, argument: str, size: int, *, last: bool) -> Event | None:
         # RFC 3030 §2: the chunk's octets follow the command whatever its fate, so a
         # refused chunk is read and thrown away rather than parsed as commands.
         error: Reply | None = None
@@ -648,7 +679,13 @@ class Engine:
             default_reply=Reply(250, f"2.0.0 {size} octets received"),
         )
         self._bdat_refusal = error
-        self._reader = BdatReader(size, keep=error is None)
+        if error is None and self._bdat_text is None and self._body != "BINARYMIME":
+            c = self.config
+            self._bdat_text = BdatText(
+                max_line_length=c.max_data_line, bare_line_endings=c.bare_line_endings
+            )
+        text = self._bdat_text if error is None else None
+        self._reader = BdatReader(size, keep=error is None, text=text, last=last)
         self.state = State.BDAT
         return None
 
@@ -709,7 +746,7 @@ class Engine:
         parts = argument.split(" ")
         if not argument or len(parts) > 2:
             raise RemoteProtocolError(Reply(501, "5.5.4 syntax: AUTH mechanism [initial-response]"))
-        mechanism = parts[0].upper()
+        mechanism = ascii_upper(parts[0])
         if mechanism not in c.auth_mechanisms:
             raise RemoteProtocolError(Reply(504, "5.5.4 unrecognized authentication type"))
         if not self.tls_active and not c.auth_insecure:
@@ -799,6 +836,11 @@ class Engine:
         event = self._bdat_event
         assert event is not None
         refusal = self._bdat_refusal
+        text = self._bdat_text
+        if refusal is None and text is not None and text.error is not None:
+            # RFC 3030 §3: BDAT text is still text; bare CR/LF or an over-long line
+            # fail the chunk where they were seen, and so the transaction.
+            refusal = text.error
         if refusal is not None:
             rejected = self._reject(f"BDAT {event.argument}", refusal)
             if self.state is not State.CLOSED and self.in_transaction:
@@ -944,7 +986,6 @@ _HANDLERS = {
     "MAIL": Engine._mail,
     "RCPT": Engine._rcpt,
     "DATA": Engine._data,
-    "BDAT": Engine._bdat,
     "RSET": Engine._rset,
     "NOOP": Engine._noop,
     "QUIT": Engine._quit,

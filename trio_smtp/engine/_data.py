@@ -196,13 +196,19 @@ class BdatReader:
     Args:
         size: The chunk size the client declared.
         keep: Whether to return the bytes (False to swallow a refused chunk).
+        text: The message's text rules, or ``None`` for ``BODY=BINARYMIME``.
+        last: Whether this is the message's last chunk.
     """
 
-    __slots__ = ("keep", "remaining")
+    __slots__ = ("keep", "last", "remaining", "text")
 
-    def __init__(self, size: int, *, keep: bool) -> None:
+    def __init__(
+        self, size: int, *, keep: bool, text: BdatText | None = None, last: bool = False
+    ) -> None:
         self.remaining = size
         self.keep = keep
+        self.text = text
+        self.last = last
 
     def feed(self, buf: bytearray) -> tuple[bytes, bool]:
         """Consume up to the rest of the chunk from ``buf``.
@@ -214,4 +220,72 @@ class BdatReader:
         chunk = bytes(buf[:n]) if self.keep else b""
         del buf[:n]
         self.remaining -= n
-        return chunk, self.remaining == 0
+        done = self.remaining == 0
+        if self.text is not None:
+            chunk = self.text.process(chunk, final=done and self.last)
+        return chunk, done
+
+
+class BdatText:
+    """The text rules for the chunks of one BDAT message that is not ``BODY=BINARYMIME``.
+
+    RFC 3030 §3 leaves a 7BIT or 8BITMIME body sent with BDAT a text body: lines end in
+    CRLF and are at most 1000 octets (RFC 5321 §4.5.3.1.6). Chunks are cut anywhere, so
+    the state runs across them: a CR at the end of a chunk waits for the next chunk's
+    first octet, and a line's length carries over.
+
+    Args:
+        max_line_length: The longest line, CRLF included, or ``None``.
+        bare_line_endings: The policy for bare LF and CR, as for DATA.
+    """
+
+    __slots__ = ("_cr", "_line_len", "_max_line", "_policy", "error")
+
+    def __init__(self, *, max_line_length: int | None, bare_line_endings: BareLineEndings) -> None:
+        self._max_line = max_line_length
+        self._policy = bare_line_endings
+        self._cr = False
+        self._line_len = 0
+        #: The reply the chunk gets once the body broke a rule.
+        self.error: Reply | None = None
+
+    def process(self, data: bytes, *, final: bool) -> bytes:
+        """Check (and under ``normalize`` rewrite) the next octets of the body.
+
+        Args:
+            data: Octets in order; may be empty.
+            final: Whether these are the last octets of the message (BDAT LAST).
+
+        Returns:
+            The octets to hand on; a trailing CR is held back until its follower is seen.
+        """
+        if self.error is not None:
+            return b""
+        if self._cr:
+            data = b"\r" + data
+            self._cr = False
+        if not final and data.endswith(b"\r"):
+            data = data[:-1]
+            self._cr = True
+        if not data:
+            return b""
+        ends_with_break = data.endswith((b"\n", b"\r"))
+        lines = data.splitlines()
+        breaks = len(lines) - (0 if ends_with_break else 1)
+        clean = len(data) - sum(map(len, lines)) == 2 * breaks
+        if not clean and self._policy is BareLineEndings.REJECT:
+            self.error = BARE_LINE_ENDING
+            return b""
+        if self._max_line is not None and lines:
+            budget = self._max_line - 2
+            first = self._line_len + len(lines[0])
+            if max(first, max(map(len, lines[1:]), default=0)) > budget:
+                self.error = LINE_TOO_LONG
+                return b""
+            if ends_with_break:
+                self._line_len = 0
+            else:
+                self._line_len = first if len(lines) == 1 else len(lines[-1])
+        if not clean:
+            data = _BARE_RE.sub(b"\r\n", data)
+        return data

@@ -27,10 +27,11 @@ _MAX_DOMAIN: Final = 255  # RFC 5321 §4.5.3.1.2
 _MAX_ENVID: Final = 100  # RFC 3461 §4.4
 
 
-def _mailbox_pattern(utf8: bool) -> str:
+def _mailbox_pattern(utf8: bool, lenient: bool = False) -> str:
     extra = _UTF8 if utf8 else ""
     atom = f"[{_ATEXT}{extra}]+"
-    dot_string = rf"{atom}(?:\.{atom})*"
+    # Lenient: a local part may end in a dot (HP iLO sends "ilo.@example.com").
+    dot_string = rf"{atom}(?:\.{atom})*" + (r"\.?" if lenient else "")
     quoted = rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{extra}]|\\[\x20-\x7e])*"'
     label = rf"[A-Za-z0-9{extra}](?:[A-Za-z0-9\-{extra}]*[A-Za-z0-9{extra}])?"
     domain = rf"{label}(?:\.{label})*"
@@ -44,16 +45,16 @@ def _domain_pattern(utf8: bool) -> str:
     return rf"{label}(?:\.{label})*"
 
 
-def _compile(utf8: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    mailbox = _mailbox_pattern(utf8)
+def _compile(utf8: bool, lenient: bool = False) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    mailbox = _mailbox_pattern(utf8, lenient)
     adl = rf"@{_domain_pattern(utf8)}(?:,@{_domain_pattern(utf8)})*:"
     path = re.compile(rf"<(?:{adl})?(?P<mailbox>{mailbox})>")
     bare = re.compile(rf"(?P<mailbox>{mailbox})(?=\s|$)")
     return path, bare
 
 
-_PATH_ASCII, _BARE_ASCII = _compile(False)
-_PATH_UTF8, _BARE_UTF8 = _compile(True)
+#: (utf8, lenient) -> (the bracketed path, the bare mailbox) patterns.
+_PATTERNS: Final = {(u, le): _compile(u, le) for u in (False, True) for le in (False, True)}
 _POSTMASTER: Final = re.compile(r"<(?P<mailbox>postmaster)>", re.IGNORECASE)
 _KEYWORD: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*\Z")
 # esmtp-value: any CHAR but "=", SP and controls (RFC 5321 §4.1.2); UTF-8 under RFC 6531.
@@ -83,12 +84,18 @@ def _check_literal(literal: str, enhanced: str) -> None:
 
 
 def parse_path(
-    argument: str, *, utf8: bool, allow_null: bool, allow_postmaster: bool, sender: bool
+    argument: str,
+    *,
+    utf8: bool,
+    allow_null: bool,
+    allow_postmaster: bool,
+    sender: bool,
+    lenient: bool = False,
 ) -> tuple[str, str]:
     """Split ``<path> params`` into the mailbox and the rest.
 
-    Angle brackets are expected (RFC 5321 §4.1.2); a bare mailbox with no spaces is
-    accepted too, as Postfix does. A source route (``<@a,@b:user@c>``) is accepted and
+    Angle brackets are required (RFC 5321 §4.1.2: ``"FROM:" Reverse-path``, ``Path =
+    "<" [ A-d-l ":" ] Mailbox ">"``). A source route (``<@a,@b:user@c>``) is accepted and
     ignored (RFC 5321 §4.1.1.3).
 
     Args:
@@ -97,6 +104,8 @@ def parse_path(
         allow_null: Whether ``<>`` is acceptable (MAIL only).
         allow_postmaster: Whether a bare ``<Postmaster>`` is acceptable (RCPT only).
         sender: Selects the enhanced code of errors: 5.1.7 (sender) or 5.1.3 (recipient).
+        lenient: Also accept a bare mailbox without brackets and a local part that ends
+            in a dot, for old devices (``lenient_addresses``).
 
     Returns:
         ``(mailbox, rest)``: the address without brackets and the parameter text.
@@ -116,11 +125,14 @@ def parse_path(
         m = _POSTMASTER.match(arg)
         if m is not None:
             return m.group("mailbox"), arg[m.end() :]
-    pattern, bare = (_PATH_UTF8, _BARE_UTF8) if utf8 else (_PATH_ASCII, _BARE_ASCII)
-    m = pattern.match(arg) if arg.startswith("<") else bare.match(arg)
+    bracketed = arg.startswith("<")
+    if arg and not bracketed and not lenient:
+        raise _syntax(501, f"{enhanced} {what} address must be enclosed in <>")
+    pattern = _PATTERNS[utf8, lenient][0 if bracketed else 1]
+    m = pattern.match(arg)
     if m is None:
         if not utf8 and not arg.isascii():
-            again = (_PATH_UTF8 if arg.startswith("<") else _BARE_UTF8).match(arg)
+            again = _PATTERNS[True, lenient][0 if bracketed else 1].match(arg)
             if again is not None:
                 # RFC 6531 §3.5
                 raise _syntax(553, "5.6.7 non-ASCII addresses need the SMTPUTF8 parameter")
@@ -165,14 +177,33 @@ def parse_params(text: str, *, utf8: bool) -> dict[str, str | None]:
 def decode_xtext(value: str, what: str) -> str:
     """Decode RFC 3461 §4 xtext (``+2B`` for ``+``).
 
+    RFC 3461 §4: xchar is "!" to "~" except "+" and "=", and a hexchar encodes "a
+    character outside [that] range" that must still be a printable US-ASCII character
+    or SP (§4.2 ORCPT, §4.4 ENVID: "printable ASCII"); a value that decodes to CR, LF,
+    NUL or any other control would reach headers, logs and DSNs, so it is refused.
+
     Raises:
-        RemoteProtocolError: 501 5.5.4 when ``value`` is not xtext.
+        RemoteProtocolError: 501 5.5.4 when ``value`` is not xtext or decodes to a
+            control character.
     """
     if not _XTEXT.match(value):
         raise _syntax(501, f"5.5.4 bad {what} value")
     if "+" not in value:
         return value
-    return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
+    decoded = re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
+    if _FORBIDDEN.search(decoded) or not decoded.isascii():
+        raise _syntax(501, f"5.5.4 {what} value decodes to control or non-ASCII characters")
+    return decoded
+
+
+def ascii_upper(text: str) -> str:
+    """``text`` upper-cased if it is ASCII, else unchanged.
+
+    Verbs, keywords and parameter names are ASCII (RFC 5321 §2.4, §4.1.2); ``str.upper``
+    maps Unicode too (``"ma\\u0131l".upper() == "MAIL"``, ``"\\ufb06".upper() == "ST"``), which
+    would let look-alikes through. Left as it is, a non-ASCII word never equals a keyword.
+    """
+    return text.upper() if text.isascii() else text
 
 
 def need_value(params: dict[str, str | None], key: str) -> str:
@@ -192,6 +223,7 @@ def check_domain(name: str) -> bool:
 
 __all__ = [
     "MAX_PATH_OCTETS",
+    "ascii_upper",
     "check_domain",
     "decode_xtext",
     "need_value",

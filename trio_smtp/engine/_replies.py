@@ -86,6 +86,11 @@ TRANSACTION_FAILED: Final = 554
 PARAMETERS_NOT_RECOGNIZED: Final = 555
 DOMAIN_DOES_NOT_ACCEPT_MAIL: Final = 556
 
+#: RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets, code and CRLF included.
+MAX_REPLY_LINE: Final = 512
+# What is left of a line for the text once "250-" and CRLF are counted.
+_TEXT_BUDGET: Final = MAX_REPLY_LINE - 6
+
 # RFC 3463 §2: class "." subject "." detail, class in {2, 4, 5}.
 _ENHANCED_RE: Final = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 
@@ -161,13 +166,20 @@ class Reply(Exception):
     def lines(self, *, enhanced: bool = True) -> list[str]:
         """The text lines as they go on the wire, without the code.
 
+        A line longer than the wire allows (RFC 5321 §4.5.3.1.5: 512 octets with the
+        code and CRLF) is split into several, each with the enhanced code again, so a
+        hook's long text becomes a multi-line reply instead of an over-long line.
+
         Args:
             enhanced: Whether to give every line an enhanced status code (RFC 2034 §3
                 wants one on each line of a multi-line reply).
         """
         raw = self.text.split("\n") if self.text else [""]
         if not enhanced or self.code // 100 == 3:
-            return raw
+            if self.code == 334:
+                # RFC 4954 §4: a SASL challenge is one line; the engine's own are short.
+                return raw
+            return [piece for line in raw for piece in _split_line("", line)]
         first = _ENHANCED_RE.match(raw[0])
         if first is not None:
             prefix = first.group(0).strip()
@@ -184,7 +196,7 @@ class Reply(Exception):
             m = _ENHANCED_RE.match(line)
             if m is not None:
                 line = line[m.end() :]
-            out.append(f"{prefix} {line}".rstrip())
+            out.extend(_split_line(f"{prefix} ", line))
         return out
 
     def to_bytes(self, *, enhanced: bool = True) -> bytes:
@@ -203,6 +215,30 @@ class Reply(Exception):
             parts.append((last if self.code == 334 else last.rstrip()) + "\r\n")
             wire = self._wire[enhanced] = "".join(parts).encode("utf-8")
         return wire
+
+
+def _split_line(prefix: str, text: str) -> list[str]:
+    """``prefix + text`` as one wire line, or as several within the 512-octet limit.
+
+    Pieces are cut at spaces where possible, never inside a UTF-8 sequence, and each
+    starts with ``prefix`` (the enhanced code).
+    """
+    line = f"{prefix}{text}".rstrip()
+    if len(line) <= _TEXT_BUDGET // 4 or len(line.encode()) <= _TEXT_BUDGET:
+        return [line]
+    budget = _TEXT_BUDGET - len(prefix.encode())
+    out = []
+    rest = text
+    while rest:
+        # Longest prefix of ``rest`` that fits in ``budget`` octets.
+        cut = len(rest.encode()[:budget].decode("utf-8", "ignore"))
+        if cut < len(rest):
+            space = rest.rfind(" ", 0, cut + 1)
+            if space > cut // 2:
+                cut = space
+        out.append(f"{prefix}{rest[:cut]}".rstrip())
+        rest = rest[cut:].lstrip(" ")
+    return out or [prefix.rstrip()]
 
 
 def join_replies(replies: Iterable[Reply], *, enhanced: bool = True) -> bytes:
