@@ -376,6 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_workers(args, config, argv)
     try:
+        if args.worker_id is not None:
+            from ._workers import run_worker
+
+            return run_worker(server, args.worker_id)
         server.run()
     except KeyboardInterrupt:
         return 0

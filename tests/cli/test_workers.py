@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ START = re.compile(
 
 
 class Workers:
-    def __init__(self, tmp_path: Path, n: int) -> None:
+    def __init__(self, tmp_path: Path, n: int, *extra: str) -> None:
         self.maildir = tmp_path / "mail"
         self.proc = subprocess.Popen(
             [
@@ -39,8 +40,11 @@ class Workers:
                 str(self.maildir),
                 "--log-level",
                 "log",
+                *extra,
             ],
             stderr=subprocess.PIPE,
+            # A process group of its own, as a service has: killpg reaches only it.
+            start_new_session=True,
         )
         self.pids: dict[int, int] = {}
         self.port = 0
@@ -68,6 +72,15 @@ class Workers:
             ok = self._cond.wait_for(
                 lambda: workers <= set(self.pids) and not (set(self.pids.values()) & exclude),
                 timeout,
+            )
+        assert ok, b"".join(self.lines).decode()
+
+    def wait_log(self, pattern: bytes, count: int, timeout: float = 20) -> None:
+        """Wait until ``count`` lines of the log match the regex ``pattern``."""
+        regex = re.compile(pattern)
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: sum(1 for line in self.lines if regex.search(line)) >= count, timeout
             )
         assert ok, b"".join(self.lines).decode()
 
@@ -163,3 +176,98 @@ def test_workers_share_one_port_with_so_reuseport(tmp_path: Path) -> None:
         assert len(listening) == 2, listening
     finally:
         assert w.stop() == 0
+
+
+# ---------------------------------------------------------------------------- hardening
+
+
+class _Raw:
+    """A blocking raw client for exact control of a transaction in flight."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.file = self.sock.makefile("rb")
+
+    def reply(self) -> bytes:
+        while True:
+            line = self.file.readline()
+            if not line:
+                return b""
+            if line[3:4] != b"-":
+                return line.rstrip(b"\r\n")
+
+    def command(self, line: bytes) -> bytes:
+        self.sock.sendall(line + b"\r\n")
+        return self.reply()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_process_group_drains_gracefully(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Ctrl-C (SIGINT to the group) and systemd's KillMode (SIGTERM to all) drain."""
+    w = Workers(tmp_path, 2)
+    client = _Raw(w.port)
+    try:
+        assert client.reply().startswith(b"220")
+        assert client.command(b"EHLO client.test").startswith(b"250")
+        assert client.command(b"MAIL FROM:<ann@client.test>").startswith(b"250")
+        assert client.command(b"RCPT TO:<bob@mx.test>").startswith(b"250")
+        assert client.command(b"DATA").startswith(b"354")
+        client.sock.sendall(b"Subject: in flight\r\n\r\nfirst half\r\n")
+        os.killpg(w.proc.pid, signum)
+        # Both workers are draining and the supervisor has passed its SIGTERM on. A
+        # moment more lets a worker act on that second signal (before the fix it took
+        # it as "stop now" and the client got 421 here); the pass does not depend on it.
+        w.wait_log(rb"Supervisor received", 1)
+        w.wait_log(rb"Server shutting down", 2)
+        time.sleep(0.5)
+        # The message in flight is still accepted and stored ...
+        assert client.command(b"second half\r\n.").startswith(b"250")
+        # ... and only then is the client told the server is going away.
+        assert client.command(b"NOOP").startswith(b"421")
+    finally:
+        client.close()
+        status = w.proc.wait(30)
+        if w.proc.stderr is not None:
+            w.proc.stderr.close()
+    assert status == 0
+    assert _subjects(w.maildir) == ["in flight"]
+    assert b"stopping now" not in b"".join(w.lines)
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    w = Workers(tmp_path, 2)
+    pids = list(w.pids.values())
+    os.kill(w.proc.pid, signal.SIGKILL)
+    w.proc.wait(10)
+    deadline = time.monotonic() + 30
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [pid for pid in pids if _alive(pid)]
+    assert alive == [], "workers outlived their supervisor"
+    # The port is free: a plain listener (no SO_REUSEPORT) can take it.
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", w.port))
+        sock.listen()
+    if w.proc.stderr is not None:
+        w.proc.stderr.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
