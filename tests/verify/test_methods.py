@@ -1,0 +1,249 @@
+"""DKIM, DMARC, ARC and the Authentication-Results header, with DNS from a StaticResolver."""
+
+from __future__ import annotations
+
+import authres
+import pytest
+
+from trio_smtp.verify._dns import StaticResolver
+from trio_smtp.verify._header import authserv_id, delivery_parts, remove_forged
+from trio_smtp.verify._results import AuthResults, MethodResult
+from trio_smtp.verify._verifier import Verifier, parse_methods
+
+from .signing import arc_seal, ed25519_key, message, rsa_key, sign
+
+RSA = rsa_key("rsa1", "example.test")
+ED = ed25519_key("ed1", "example.test")
+FORWARDER = rsa_key("arc1", "forwarder.test")
+
+
+def zone(
+    dmarc: str | None = "v=DMARC1; p=reject",
+    extra: dict[tuple[str, str], tuple[str, ...] | None] | None = None,
+) -> StaticResolver:
+    records: dict[tuple[str, str], tuple[str, ...] | None] = {
+        (RSA.name, "TXT"): (RSA.txt,),
+        (ED.name, "TXT"): (ED.txt,),
+        (FORWARDER.name, "TXT"): (FORWARDER.txt,),
+        ("example.test", "TXT"): ("v=spf1 ip4:192.0.2.0/24 -all",),
+    }
+    if dmarc is not None:
+        records[("_dmarc.example.test", "TXT")] = (dmarc,)
+    records.update(extra or {})
+    return StaticResolver(records)
+
+
+def verifier(resolver: StaticResolver, *, enforce: bool = False) -> Verifier:
+    return Verifier(
+        parse_methods("spf,dkim,dmarc,arc"),
+        "mx.receiver.test",
+        resolver=resolver,
+        dmarc_enforce=enforce,
+    )
+
+
+async def verify(
+    v: Verifier, content: bytes, ip: str = "192.0.2.10", mail_from: str = "alice@example.test"
+) -> AuthResults:
+    results = await v.check_sender(ip, mail_from, "mail.example.test")
+    return await v.check_message(results, content)
+
+
+@pytest.mark.parametrize("key", [RSA, ED], ids=["rsa-sha256", "ed25519-sha256"])
+async def test_signed_message_passes_dkim_and_dmarc(key: object) -> None:
+    results = await verify(verifier(zone()), sign(message(), key))  # type: ignore[arg-type]
+    assert results.spf is not None
+    assert results.spf.result == "pass"
+    assert [(r.result, r.identity) for r in results.dkim] == [("pass", "example.test")]
+    assert results.dmarc is not None
+    assert results.dmarc.result == "pass"
+    assert results.dmarc.p == "reject"
+    assert results.dmarc.pct == 100
+    assert results.arc is not None
+    assert results.arc.result == "none"
+
+
+async def test_every_signature_is_reported() -> None:
+    content = sign(sign(message(), RSA), ED)
+    results = await verify(verifier(zone()), content)
+    assert sorted(r.result for r in results.dkim) == ["pass", "pass"]
+    selectors = {dict(r.properties)["header.s"] for r in results.dkim}
+    assert selectors == {"rsa1", "ed1"}
+
+
+async def test_body_changed_after_signing_fails_dkim_and_dmarc() -> None:
+    signed = sign(message(), RSA)
+    tampered = signed.replace(b"signed message", b"forged message")
+    results = await verify(verifier(zone()), tampered, ip="198.51.100.1")
+    assert [r.result for r in results.dkim] == ["fail"]
+    assert "body hash" in results.dkim[0].reason
+    assert results.spf is not None
+    assert results.spf.result == "fail"
+    assert results.dmarc is not None
+    assert results.dmarc.result == "fail"
+    assert results.dmarc.disposition == "reject"
+
+
+async def test_spf_alone_aligns_for_dmarc() -> None:
+    results = await verify(verifier(zone()), message())
+    assert [r.result for r in results.dkim] == ["none"]
+    assert results.dmarc is not None
+    assert results.dmarc.result == "pass"
+    assert results.dmarc.reason == "aligned spf"
+
+
+async def test_strict_alignment_refuses_a_subdomain() -> None:
+    sub = rsa_key("rsa1", "mail.example.test")
+    resolver = zone(
+        dmarc="v=DMARC1; p=quarantine; adkim=s; aspf=s",
+        extra={(sub.name, "TXT"): (sub.txt,)},
+    )
+    results = await verify(verifier(resolver), sign(message(), sub), ip="198.51.100.1")
+    assert [r.result for r in results.dkim] == ["pass"]
+    assert results.dmarc is not None
+    assert results.dmarc.result == "fail"
+    # Relaxed (the default) would accept it.
+    resolver = zone(dmarc="v=DMARC1; p=quarantine", extra={(sub.name, "TXT"): (sub.txt,)})
+    results = await verify(verifier(resolver), sign(message(), sub), ip="198.51.100.1")
+    assert results.dmarc is not None
+    assert results.dmarc.result == "pass"
+
+
+async def test_subdomain_without_record_takes_sp_of_organisational_domain() -> None:
+    resolver = zone(dmarc="v=DMARC1; p=none; sp=reject; pct=100")
+    content = message(from_addr="carol@news.example.test")
+    results = await verify(verifier(resolver), content, ip="198.51.100.1")
+    assert ("_dmarc.news.example.test", "TXT") in resolver.queries
+    assert results.dmarc is not None
+    assert results.dmarc.result == "fail"
+    assert (results.dmarc.policy, results.dmarc.p, results.dmarc.sp) == ("reject", "none", "reject")
+
+
+async def test_enforce_refuses_reject_and_flags_quarantine() -> None:
+    bad = message()
+    v = verifier(zone(), enforce=True)
+    results = await verify(v, bad, ip="198.51.100.1")
+    reply = v.refusal(results)
+    assert reply is not None
+    assert (reply.code, reply.text[:5]) == (550, "5.7.1")
+    v = verifier(zone(dmarc="v=DMARC1; p=quarantine"), enforce=True)
+    results = await verify(v, bad, ip="198.51.100.1")
+    assert v.refusal(results) is None
+    assert results.quarantine
+    # Not enforcing: reported, never acted on.
+    v = verifier(zone())
+    results = await verify(v, bad, ip="198.51.100.1")
+    assert v.refusal(results) is None
+    assert not results.quarantine
+
+
+async def test_dns_failure_is_temperror_everywhere() -> None:
+    resolver = StaticResolver(
+        {
+            ("example.test", "TXT"): None,
+            (RSA.name, "TXT"): None,
+            ("_dmarc.example.test", "TXT"): None,
+            (FORWARDER.name, "TXT"): None,
+        }
+    )
+    content = arc_seal(sign(message(), RSA), FORWARDER, "forwarder.test")
+    results = await verify(verifier(resolver), content)
+    assert results.spf is not None
+    assert results.spf.result == "temperror"
+    assert [r.result for r in results.dkim] == ["temperror"]
+    assert results.dmarc is not None
+    assert results.dmarc.result == "temperror"
+    assert results.arc is not None
+    assert results.arc.result == "fail"
+    assert "key lookup failed" in results.arc.reason
+
+
+async def test_missing_key_is_permerror() -> None:
+    resolver = zone()
+    content = sign(message(), rsa_key("gone", "example.test"))
+    results = await verify(verifier(resolver), content)
+    assert [r.result for r in results.dkim] == ["permerror"]
+
+
+async def test_arc_sealed_forwarded_message_passes_and_a_broken_seal_fails() -> None:
+    forwarded = arc_seal(sign(message(), RSA), FORWARDER, "forwarder.test")
+    results = await verify(verifier(zone()), forwarded)
+    assert results.arc is not None
+    assert results.arc.result == "pass", results.arc
+    assert dict(results.arc.properties)["header.as-d"] == "forwarder.test"
+    broken = forwarded.replace(b"signed message", b"forged message")
+    results = await verify(verifier(zone()), broken)
+    assert results.arc is not None
+    assert results.arc.result == "fail"
+
+
+def test_header_is_rfc8601_and_parses_back() -> None:
+    results = AuthResults(
+        authserv_id="mx.receiver.test",
+        spf=MethodResult(method="spf", result="pass", properties=(("smtp.mailfrom", "a@x.test"),)),
+        dkim=(
+            MethodResult(
+                method="dkim",
+                result="pass",
+                properties=(("header.d", "x.test"), ("header.s", "sel")),
+            ),
+        ),
+    )
+    text = results.header()
+    assert text == (
+        "Authentication-Results: mx.receiver.test; spf=pass smtp.mailfrom=a@x.test; "
+        "dkim=pass header.d=x.test header.s=sel"
+    )
+    parsed = authres.AuthenticationResultsHeader.parse(text)
+    assert parsed.authserv_id == "mx.receiver.test"
+    assert [r.method for r in parsed.results] == ["spf", "dkim"]
+    assert results.header_bytes().startswith(b"Authentication-Results: mx.receiver.test;\r\n\t")
+
+
+def test_client_text_cannot_break_the_header() -> None:
+    results = AuthResults(
+        authserv_id="mx.receiver.test",
+        spf=MethodResult(
+            method="spf", result="fail", properties=(("smtp.mailfrom", "x\r\nBcc: y@evil (z)"),)
+        ),
+    )
+    raw = results.header_bytes()
+    assert raw.count(b"\r\n") == 2
+    assert b"\r\nBcc" not in raw
+
+
+def test_forged_header_claiming_our_name_is_removed_others_kept() -> None:
+    content = (
+        b"Authentication-Results: MX.receiver.test; dkim=pass\r\n header.d=bank.test\r\n"
+        b"Authentication-Results: (comment) mx.receiver.test; spf=pass\r\n"
+        b"Authentication-Results: other.test; spf=fail\r\n"
+        b"Subject: hi\r\n\r\n"
+        b"Authentication-Results: mx.receiver.test; in the body stays\r\n"
+    )
+    out = remove_forged(content, "mx.receiver.test")
+    assert out == (
+        b"Authentication-Results: other.test; spf=fail\r\n"
+        b"Subject: hi\r\n\r\n"
+        b"Authentication-Results: mx.receiver.test; in the body stays\r\n"
+    )
+    assert authserv_id(b" (c) host.test ; x") == "host.test"
+
+
+def test_delivery_parts_leave_unverified_mail_alone() -> None:
+    class Unverified:
+        auth_results = None
+
+    assert delivery_parts(Unverified(), b"x") == (b"", b"x")
+
+
+def test_unknown_method_is_named() -> None:
+    with pytest.raises(ValueError, match="'spam'"):
+        parse_methods("spf,spam")
+    assert parse_methods("dmarc") == {"spf", "dkim", "dmarc"}
+
+
+async def test_message_without_headers_is_no_crash() -> None:
+    results = await verify(verifier(zone()), b"no header line at all\r\n")
+    assert [r.result for r in results.dkim] == ["none"]
+    assert results.dmarc is not None
+    assert results.dmarc.result == "none"

@@ -1,0 +1,167 @@
+"""The verifier a server runs: SPF at MAIL time, DKIM/DMARC/ARC at the end of the message.
+
+Theory of operation: a :class:`Verifier` is built once per server from the ``verify``,
+``dns_servers`` and ``dmarc_enforce`` settings and shared by every connection (its resolver's
+cache is shared too). Each phase of a message (the SPF check at ``MAIL``; DKIM, DMARC and ARC
+after the final dot) gets a DNS budget: a deadline after which every query still to be made
+or in flight fails as a temporary error, through :class:`_BudgetResolver`. So a resolver that
+never answers turns into ``temperror`` results after at most one budget per phase, on that
+connection alone; other connections have their own deadlines and share nothing that blocks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+
+from ..engine import Reply
+from ._dns import DnsResolver, DnsTempError, parse_server
+from ._results import AuthResults, MethodResult
+
+if TYPE_CHECKING:
+    from ._dns import RdType, Resolver
+    from ._spf import SpfResult
+
+#: The methods ``--verify`` accepts, in the header's order.
+METHODS: Final = ("spf", "dkim", "dmarc", "arc")
+#: Seconds of DNS each phase of a message may use. RFC 7208 §4.6.4 asks that an SPF check be
+#: given at least 20 seconds.
+DEFAULT_DNS_BUDGET: Final = 20.0
+#: RFC 7489 §6.7 / RFC 7372: the reply to a message refused by the sender's DMARC policy.
+DMARC_REJECT_REPLY: Final = "5.7.1 rejected by the sender's DMARC policy (p=reject)"
+
+
+def parse_methods(value: str | Iterable[str]) -> frozenset[str]:
+    """``"spf,dkim"`` or ``["spf", "dkim"]`` into a set; DMARC brings SPF and DKIM with it.
+
+    Raises:
+        ValueError: naming the unknown method.
+    """
+    names = value.split(",") if isinstance(value, str) else list(value)
+    methods = set()
+    for name in names:
+        lowered = str(name).strip().lower()
+        if not lowered:
+            continue
+        if lowered not in METHODS:
+            raise ValueError(
+                f"unknown verification method {name!r}; choose from {', '.join(METHODS)}"
+            )
+        methods.add(lowered)
+    if "dmarc" in methods:
+        # RFC 7489 §4: DMARC is computed from the SPF and DKIM results.
+        methods |= {"spf", "dkim"}
+    return frozenset(methods)
+
+
+class _BudgetResolver:
+    """Every query fails as temporary once ``deadline`` (Trio time) has passed."""
+
+    def __init__(self, inner: Resolver, deadline: float) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    async def query(self, name: str, rdtype: RdType) -> tuple[str, ...]:
+        with trio.move_on_at(self._deadline):
+            return await self._inner.query(name, rdtype)
+        raise DnsTempError(f"{rdtype} {name}: DNS budget for this message used up")
+
+
+def spf_method_result(spf: SpfResult, *, helo_identity: bool) -> MethodResult:
+    """The header clause of an SPF result (``smtp.mailfrom`` or ``smtp.helo``)."""
+    prop = ("smtp.helo", spf.domain) if helo_identity else ("smtp.mailfrom", spf.sender)
+    return MethodResult(
+        method="spf",
+        result=spf.result,
+        identity=spf.sender,
+        reason=spf.reason if spf.result != "pass" else "",
+        properties=(prop,),
+    )
+
+
+@attrs.define
+class Verifier:
+    """Runs the configured methods for one server.
+
+    Args:
+        methods: A subset of :data:`METHODS` (see :func:`parse_methods`).
+        hostname: Our name, the header's authserv-id.
+        resolver: The DNS to use; by default a :class:`DnsResolver` on ``dns_servers``.
+        dns_servers: ``HOST[:PORT]`` strings; empty means the system's resolvers.
+        dmarc_enforce: Refuse p=reject failures (550 5.7.1), flag p=quarantine ones.
+        dns_budget: Seconds of DNS per phase of a message.
+    """
+
+    methods: frozenset[str]
+    hostname: str
+    resolver: Resolver | None = None
+    dns_servers: tuple[str, ...] = ()
+    dmarc_enforce: bool = False
+    dns_budget: float = DEFAULT_DNS_BUDGET
+
+    def __attrs_post_init__(self) -> None:
+        if self.resolver is None:
+            servers = [parse_server(s) for s in self.dns_servers]
+            self.resolver = DnsResolver(servers, lifetime=self.dns_budget)
+
+    def _budgeted(self) -> Resolver:
+        assert self.resolver is not None
+        return _BudgetResolver(self.resolver, trio.current_time() + self.dns_budget)
+
+    async def check_sender(self, ip: str, mail_from: str, helo: str) -> AuthResults:
+        """The results known at ``MAIL`` time: SPF (if asked for), for ``mail.auth_results``."""
+        from ._spf import check_sender
+
+        results = AuthResults(authserv_id=self.hostname)
+        if "spf" not in self.methods:
+            return results
+        try:
+            address = ipaddress.ip_address(ip.partition("%")[0])
+        except ValueError:
+            # A Unix-socket client has no IP address to check.
+            spf = MethodResult(method="spf", result="none", reason="no client IP address")
+            return attrs.evolve(results, spf=spf)
+        outcome = await check_sender(
+            self._budgeted(), address, mail_from, helo, receiver=self.hostname
+        )
+        return attrs.evolve(results, spf=spf_method_result(outcome, helo_identity=not mail_from))
+
+    async def check_message(self, results: AuthResults | None, content: bytes) -> AuthResults:
+        """Add DKIM, DMARC and ARC results for the finished message to ``results``."""
+        import dkim
+
+        from ._arc import verify_arc
+        from ._dkim import verify_dkim
+        from ._dmarc import check_dmarc
+
+        results = results or AuthResults(authserv_id=self.hostname)
+        resolver = self._budgeted()
+        dkim_results: tuple[MethodResult, ...] = ()
+        if "dkim" in self.methods:
+            dkim_results = await verify_dkim(resolver, content)
+            if not dkim_results:
+                dkim_results = (MethodResult(method="dkim", result="none"),)
+            results = attrs.evolve(results, dkim=dkim_results)
+        if "dmarc" in self.methods:
+            try:
+                headers, _body = dkim.rfc822_parse(content)
+            except dkim.DKIMException:
+                headers = []
+            dmarc = await check_dmarc(resolver, headers, results.spf, dkim_results)
+            quarantine = self.dmarc_enforce and dmarc.disposition == "quarantine"
+            results = attrs.evolve(results, dmarc=dmarc, quarantine=quarantine)
+        if "arc" in self.methods:
+            results = attrs.evolve(results, arc=await verify_arc(resolver, content))
+        return results
+
+    def refusal(self, results: AuthResults | None) -> Reply | None:
+        """``550 5.7.1`` when enforcing and the sender's DMARC policy says reject."""
+        if not self.dmarc_enforce or results is None or results.dmarc is None:
+            return None
+        if results.dmarc.result == "fail" and results.dmarc.disposition == "reject":
+            return Reply(550, DMARC_REJECT_REPLY)
+        return None
