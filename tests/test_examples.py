@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,43 @@ def test_embedded_in_app_stops_on_sigint() -> None:
         app.proc.send_signal(signal.SIGINT)
         assert app.finish() == 0
     assert app.out[-1] == "app: stopped"
+
+
+TESTING_EXAMPLES = sorted(p.name for p in (EXAMPLES / "testing").glob("test_*.py"))
+
+
+def test_every_testing_style_has_an_example() -> None:
+    assert TESTING_EXAMPLES == ["test_async_mail.py", "test_retries.py", "test_signup_mail.py"]
+
+
+@pytest.mark.parametrize("name", TESTING_EXAMPLES)
+def test_testing_example_passes_in_a_project_of_its_own(name: str, tmp_path: Path) -> None:
+    """Each example is a user's test file: run by pytest in a bare project (no trio_mode)."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    # Installed, trio_smtp's plugin comes by entry point; from a source tree, by name.
+    installed = any(ep.name == "trio_smtp" for ep in entry_points(group="pytest11"))
+    plugin = [] if installed else ["-p", "trio_smtp.testing"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-W",
+            "error",
+            "-p",
+            "no:cacheprovider",
+            *plugin,
+            "-c",
+            str(tmp_path / "pytest.ini"),
+            "--rootdir",
+            str(tmp_path),
+            str(EXAMPLES / "testing" / name),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^\d+ passed in ", result.stdout, re.M), result.stdout

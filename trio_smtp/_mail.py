@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._message_parts import Attachment, Headers, attachments_of, text_of
 from ._spool import Body, BodyReader
 
 if TYPE_CHECKING:
@@ -145,6 +146,21 @@ class Mail:
             assert isinstance(parsed, email.message.EmailMessage)
             self._message = parsed
         return self._message
+
+    @property
+    def headers(self) -> Headers:
+        """The headers, decoded; ``mail.headers["subject"]`` ignores case."""
+        return Headers(self.message)
+
+    @property
+    def text(self) -> str:
+        """The decoded text body (``text/plain``, else ``text/html``, else ``""``)."""
+        return text_of(self.message)
+
+    @property
+    def attachments(self) -> list[Attachment]:
+        """The attached files, decoded, in order."""
+        return attachments_of(self.message)
 
     def __repr__(self) -> str:
         return (
