@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import authres
 import pytest
 
 from trio_smtp.verify._dns import StaticResolver
-from trio_smtp.verify._header import authserv_id, delivery_parts, remove_forged
+from trio_smtp.verify._header import DeliveryFile, authserv_id, delivery_parts, remove_forged
 from trio_smtp.verify._results import AuthResults, MethodResult
 from trio_smtp.verify._verifier import Verifier, parse_methods
 
@@ -36,7 +38,6 @@ def zone(
 def verifier(resolver: StaticResolver, *, enforce: bool = False) -> Verifier:
     return Verifier(
         parse_methods("spf,dkim,dmarc,arc"),
-        "mx.receiver.test",
         resolver=resolver,
         dmarc_enforce=enforce,
     )
@@ -45,7 +46,9 @@ def verifier(resolver: StaticResolver, *, enforce: bool = False) -> Verifier:
 async def verify(
     v: Verifier, content: bytes, ip: str = "192.0.2.10", mail_from: str = "alice@example.test"
 ) -> AuthResults:
-    results = await v.check_sender(ip, mail_from, "mail.example.test")
+    results = await v.check_sender(
+        ip, mail_from, "mail.example.test", authserv_id="mx.receiver.test"
+    )
     return await v.check_message(results, content)
 
 
@@ -247,3 +250,34 @@ async def test_message_without_headers_is_no_crash() -> None:
     assert [r.result for r in results.dkim] == ["none"]
     assert results.dmarc is not None
     assert results.dmarc.result == "none"
+
+
+class _Trickle(io.BytesIO):
+    """A file that returns at most a few bytes per read, as a slow spool might."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(3 if size is None or size < 0 else min(size, 3))
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\n"])
+def test_delivery_file_streams_the_same_bytes_as_remove_forged(ending: bytes) -> None:
+    content = ending.join(
+        [
+            b"Received: from a",
+            b"Authentication-Results:",
+            b"   mx.receiver.test; spf=pass",
+            b"Subject: x",
+            b"Authentication-Results: other.test; none",
+            b"",
+            b"Authentication-Results: mx.receiver.test; body text",
+            b"",
+        ]
+    )
+    expected = remove_forged(content, "mx.receiver.test")
+    assert b"spf=pass" not in expected
+    assert expected.count(b"Authentication-Results") == 2
+    with DeliveryFile(_Trickle(content), "mx.receiver.test") as f:
+        pieces = []
+        while chunk := f.read(5):
+            pieces.append(chunk)
+    assert b"".join(pieces) == expected

@@ -11,6 +11,7 @@ connection alone; other connections have their own deadlines and share nothing t
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
@@ -23,9 +24,12 @@ from ._dns import DnsResolver, DnsTempError, parse_server
 from ._results import AuthResults, MethodResult
 
 if TYPE_CHECKING:
+    from .._mail import Mail
     from ._dns import RdType, Resolver
     from ._spf import SpfResult
 
+#: What the ``verify`` extra installs, by import name.
+_EXTRA_MODULES: Final = ("dns", "dkim", "authres", "publicsuffixlist")
 #: The methods ``--verify`` accepts, in the header's order.
 METHODS: Final = ("spf", "dkim", "dmarc", "arc")
 #: Seconds of DNS each phase of a message may use. RFC 7208 §4.6.4 asks that an SPF check be
@@ -56,6 +60,18 @@ def parse_methods(value: str | Iterable[str]) -> frozenset[str]:
         # RFC 7489 §4: DMARC is computed from the SPF and DKIM results.
         methods |= {"spf", "dkim"}
     return frozenset(methods)
+
+
+def dns_server_list(value: str | Iterable[str]) -> tuple[str, ...]:
+    """The ``dns_servers`` setting: ``HOST[:PORT]`` strings, each checked.
+
+    Raises:
+        ValueError: naming the bad value.
+    """
+    items = (value,) if isinstance(value, str) else tuple(value)
+    for item in items:
+        parse_server(str(item))
+    return tuple(str(item) for item in items)
 
 
 class _BudgetResolver:
@@ -89,7 +105,6 @@ class Verifier:
 
     Args:
         methods: A subset of :data:`METHODS` (see :func:`parse_methods`).
-        hostname: Our name, the header's authserv-id.
         resolver: The DNS to use; by default a :class:`DnsResolver` on ``dns_servers``.
         dns_servers: ``HOST[:PORT]`` strings; empty means the system's resolvers.
         dmarc_enforce: Refuse p=reject failures (550 5.7.1), flag p=quarantine ones.
@@ -97,26 +112,43 @@ class Verifier:
     """
 
     methods: frozenset[str]
-    hostname: str
     resolver: Resolver | None = None
     dns_servers: tuple[str, ...] = ()
     dmarc_enforce: bool = False
     dns_budget: float = DEFAULT_DNS_BUDGET
 
     def __attrs_post_init__(self) -> None:
+        missing = [m for m in _EXTRA_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ValueError(f"verify needs {', '.join(missing)}: pip install 'trio_smtp[verify]'")
         if self.resolver is None:
+            import dns.exception
+
             servers = [parse_server(s) for s in self.dns_servers]
-            self.resolver = DnsResolver(servers, lifetime=self.dns_budget)
+            try:
+                self.resolver = DnsResolver(servers, lifetime=self.dns_budget)
+            except (dns.exception.DNSException, OSError) as exc:
+                # No /etc/resolv.conf, or no nameserver in it: say so at start.
+                raise ValueError(f"no DNS resolver for verify: {exc}") from None
 
     def _budgeted(self) -> Resolver:
         assert self.resolver is not None
         return _BudgetResolver(self.resolver, trio.current_time() + self.dns_budget)
 
-    async def check_sender(self, ip: str, mail_from: str, helo: str) -> AuthResults:
-        """The results known at ``MAIL`` time: SPF (if asked for), for ``mail.auth_results``."""
+    async def check_sender(
+        self, ip: str, mail_from: str, helo: str, *, authserv_id: str
+    ) -> AuthResults:
+        """The results known at ``MAIL`` time: SPF (if asked for), for ``mail.auth_results``.
+
+        Args:
+            ip: The client's address.
+            mail_from: The reverse-path (``""`` for ``<>``: the HELO identity is checked).
+            helo: The HELO/EHLO name.
+            authserv_id: Our host name, the header's authserv-id (RFC 8601 §2.5).
+        """
         from ._spf import check_sender
 
-        results = AuthResults(authserv_id=self.hostname)
+        results = AuthResults(authserv_id=authserv_id)
         if "spf" not in self.methods:
             return results
         try:
@@ -126,11 +158,11 @@ class Verifier:
             spf = MethodResult(method="spf", result="none", reason="no client IP address")
             return attrs.evolve(results, spf=spf)
         outcome = await check_sender(
-            self._budgeted(), address, mail_from, helo, receiver=self.hostname
+            self._budgeted(), address, mail_from, helo, receiver=authserv_id
         )
         return attrs.evolve(results, spf=spf_method_result(outcome, helo_identity=not mail_from))
 
-    async def check_message(self, results: AuthResults | None, content: bytes) -> AuthResults:
+    async def check_message(self, results: AuthResults, content: bytes) -> AuthResults:
         """Add DKIM, DMARC and ARC results for the finished message to ``results``."""
         import dkim
 
@@ -138,7 +170,6 @@ class Verifier:
         from ._dkim import verify_dkim
         from ._dmarc import check_dmarc
 
-        results = results or AuthResults(authserv_id=self.hostname)
         resolver = self._budgeted()
         dkim_results: tuple[MethodResult, ...] = ()
         if "dkim" in self.methods:
@@ -158,10 +189,37 @@ class Verifier:
             results = attrs.evolve(results, arc=await verify_arc(resolver, content))
         return results
 
-    def refusal(self, results: AuthResults | None) -> Reply | None:
+    def refusal(self, results: AuthResults) -> Reply | None:
         """``550 5.7.1`` when enforcing and the sender's DMARC policy says reject."""
-        if not self.dmarc_enforce or results is None or results.dmarc is None:
+        if not self.dmarc_enforce or results.dmarc is None:
             return None
         if results.dmarc.result == "fail" and results.dmarc.disposition == "reject":
             return Reply(550, DMARC_REJECT_REPLY)
         return None
+
+    # -- the two calls the connection task makes ------------------------------------------
+
+    async def mail_started(self, mail: Mail, *, authserv_id: str) -> None:
+        """At ``MAIL``, before its hook: set ``mail.auth_results`` (SPF)."""
+        session = mail.session
+        mail.auth_results = await self.check_sender(
+            session.peer_host, mail.mail_from, session.helo_name or "", authserv_id=authserv_id
+        )
+
+    async def message_received(self, mail: Mail, *, authserv_id: str) -> Reply | None:
+        """After the final dot, before ``done``: add DKIM, DMARC and ARC to
+        ``mail.auth_results``; the refusal to send instead of calling ``done``, if any."""
+        if not self.methods & {"dkim", "dmarc", "arc"}:
+            return None
+        results = mail.auth_results or AuthResults(authserv_id=authserv_id)
+        # dkimpy needs the message as bytes: read it from the spool in a thread, and let it
+        # go afterwards (mail.content is not set, so a spooled body stays spooled).
+        content = await trio.to_thread.run_sync(_read_all, mail)
+        mail.auth_results = await self.check_message(results, content)
+        return self.refusal(mail.auth_results)
+
+
+def _read_all(mail: Mail) -> bytes:
+    with mail.open_file() as f:
+        data: bytes = f.read()
+    return data
