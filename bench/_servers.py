@@ -3,12 +3,16 @@
 Shared by ``server_bench.py`` and ``memory_bench.py``. Each server script prints one
 ``READY <port>`` line on stdout once bound and nothing else there; its stderr goes to a file
 so that a chatty or crashing server can neither block on a full pipe nor lose its traceback.
+
+``smtp-server`` is Nodemailer's, run by ``node``: its package is installed on first use with
+``npm ci`` into ``bench/node/node_modules`` (git-ignored), pinned by ``bench/node``'s lock file.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,11 +25,15 @@ import attrs
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = BENCH_DIR.parent
-#: Server label -> the script that runs it.
+NODE_DIR: Final = BENCH_DIR / "node"
+#: Server label -> the script that runs it (``.js`` under ``node``, the rest under Python).
 SERVER_SCRIPTS: Final = {
     "trio_smtp": BENCH_DIR / "trio_server.py",
     "aiosmtpd": BENCH_DIR / "aiosmtpd_server.py",
+    "smtp-server": NODE_DIR / "smtp_server.js",
 }
+#: Seconds ``npm ci`` may take to install smtp-server.
+NPM_TIMEOUT: Final = 300.0
 #: Seconds a server may take from exec to ``READY`` (imports, binding, TLS setup).
 START_TIMEOUT: Final = 20.0
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
@@ -40,7 +48,8 @@ class ServerProcess:
     """A running server script.
 
     Attributes:
-        label: ``trio_smtp`` or ``aiosmtpd`` (plus ``#2`` when the same kind runs twice).
+        label: ``trio_smtp``, ``aiosmtpd`` or ``smtp-server`` (plus ``#2`` when the same kind
+            runs twice).
         kind: The key in :data:`SERVER_SCRIPTS`.
         process: The subprocess.
         port: The port it printed in its ``READY`` line.
@@ -112,6 +121,42 @@ def _read_ready_line(stdout: IO[bytes], process: subprocess.Popen[bytes]) -> byt
             return b""
 
 
+def ensure_node_modules() -> None:
+    """Install ``bench/node``'s locked packages (smtp-server) unless they are there already.
+
+    Raises:
+        ServerStartError: If ``node`` or ``npm`` is missing or ``npm ci`` fails.
+    """
+    if (NODE_DIR / "node_modules" / "smtp-server" / "package.json").is_file():
+        return
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise ServerStartError(f"smtp-server needs {tool!r} on PATH (Debian: nodejs, npm)")
+    print("installing smtp-server: npm ci in bench/node", file=sys.stderr, flush=True)
+    try:
+        completed = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ServerStartError(f"npm ci in {NODE_DIR} took over {NPM_TIMEOUT:.0f} s") from exc
+    if completed.returncode != 0:
+        tail = "\n".join(completed.stderr.strip().splitlines()[-5:])
+        raise ServerStartError(f"npm ci in {NODE_DIR} failed ({completed.returncode}):\n{tail}")
+
+
+def _command(script: Path) -> list[str]:
+    if script.suffix == ".js":
+        ensure_node_modules()
+        return ["node", str(script)]
+    return [sys.executable, str(script)]
+
+
 def start_server(
     kind: str,
     *,
@@ -140,7 +185,7 @@ def start_server(
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, str(script), "--port", "0", *extra_args],
+            [*_command(script), "--port", "0", *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,

@@ -1,13 +1,15 @@
-"""Throughput of trio_smtp against aiosmtpd 1.4.6, side by side, on this machine.
+"""Throughput of trio_smtp against aiosmtpd 1.4.6 and Nodemailer's smtp-server, side by side.
 
 Usage::
 
-    python bench/server_bench.py [--quick] [--scenario NAME ...] [--servers A,B]
+    python bench/server_bench.py [--quick] [--scenario NAME ...] [--servers A,B[,C...]]
 
-For each scenario both servers run as subprocesses with a discard sink; after a warm-up
-run each, the same load is sent R times to each, alternating which goes first, and the
-medians are printed as a markdown table with the ratio A/B (trio_smtp/aiosmtpd by default:
-above 1 means trio_smtp is faster). The raw runs go to ``bench/results/latest.json``.
+For each scenario every server runs as a subprocess with a discard sink; after a warm-up
+run each, the same load is sent R times to each, rotating which goes first, and the
+medians are printed as a markdown table with the ratios of the first server to each other
+one (trio_smtp/aiosmtpd and trio_smtp/smtp-server by default: above 1 means trio_smtp is
+faster) and the server CPU time per message (from ``/proc/PID/stat``). The raw runs go to
+``bench/results/latest.json``.
 
 ``--servers aiosmtpd,aiosmtpd`` runs aiosmtpd against itself, which checks the harness: the
 ratio should come out near 1.00, and how far it strays is the noise to expect.
@@ -35,6 +37,7 @@ import attrs
 import loadgen
 from _servers import (
     BENCH_DIR,
+    NODE_DIR,
     REPO_ROOT,
     SERVER_SCRIPTS,
     CertPair,
@@ -112,6 +115,15 @@ SCENARIOS: Final = {
             quick_messages=5000,
         ),
         Scenario(
+            name="small-persistent-1",
+            description="1 KiB messages, 1 session, one connection",
+            size=1024,
+            sessions=1,
+            mode="persistent",
+            messages=6000,
+            quick_messages=2500,
+        ),
+        Scenario(
             name="large",
             description="1 MiB messages, 4 sessions, one connection per session",
             size=1024 * 1024,
@@ -162,6 +174,11 @@ class Run:
         return self.messages_per_second * self.size / 1e6
 
     @property
+    def server_us_per_message(self) -> float:
+        """Server CPU time (user + system) per delivered message, in microseconds."""
+        return 1e6 * self.server_cpu / self.delivered if self.delivered else 0.0
+
+    @property
     def disturbed(self) -> bool:
         """Whether other activity on the machine took enough CPU to skew this run."""
         return self.elapsed > 0 and self.other_cpu / self.elapsed > DISTURBED
@@ -171,6 +188,7 @@ class Run:
         data["disturbed"] = self.disturbed
         data["messages_per_second"] = self.messages_per_second
         data["megabytes_per_second"] = self.megabytes_per_second
+        data["server_us_per_message"] = self.server_us_per_message
         data["server_cpu_percent"] = 100 * self.server_cpu / self.elapsed if self.elapsed else 0
         data["generator_cpu_percent"] = (
             100 * self.generator_cpu / self.elapsed if self.elapsed else 0
@@ -197,6 +215,12 @@ def background_load(seconds: float = BACKGROUND_SAMPLE) -> float:
     cores = os.cpu_count() or 1
     elapsed_cores = total_after - total_before
     return cores * (busy_after - busy_before) / elapsed_cores if elapsed_cores else 0.0
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages from ``/proc/loadavg``."""
+    with open("/proc/loadavg") as loadavg:
+        return " ".join(loadavg.read().split()[:3])
 
 
 def _children_cpu() -> float:
@@ -289,6 +313,8 @@ class ScenarioResult:
     failures: dict[str, str] = attrs.Factory(dict)
     #: Cores' worth of CPU used by other processes just before the scenario started.
     background: float = 0.0
+    #: ``/proc/loadavg`` just before the scenario started.
+    load_average: str = ""
 
     def runs_of(self, label: str) -> list[Run]:
         return [run for run in self.runs if run.server == label]
@@ -310,6 +336,7 @@ class ScenarioResult:
                 {
                     "messages_per_second": self.median(label, "messages_per_second"),
                     "megabytes_per_second": self.median(label, "megabytes_per_second"),
+                    "server_us_per_message": self.median(label, "server_us_per_message"),
                     "errors": sum(run.errors for run in runs),
                     "runs_counted": len(self.counted_runs(label)),
                     "only_disturbed_runs": all(run.disturbed for run in runs),
@@ -322,15 +349,17 @@ class ScenarioResult:
             "generator": self.generator,
             "servers": self.labels,
             "medians": medians,
-            "ratio": self.ratio(),
+            "ratios": {f"{self.labels[0]}/{b}": self.ratio(b) for b in self.labels[1:]},
             "failures": self.failures,
             "background_cpu_cores": self.background,
+            "load_average": self.load_average,
             "runs": [run.as_dict() for run in self.runs],
         }
 
-    def ratio(self) -> float | None:
+    def ratio(self, other: str) -> float | None:
+        """The first server's median messages/s over ``other``'s."""
         a = self.median(self.labels[0], "messages_per_second")
-        b = self.median(self.labels[1], "messages_per_second")
+        b = self.median(other, "messages_per_second")
         return a / b if a and b else None
 
 
@@ -344,7 +373,7 @@ def _server_args(scenario: Scenario, certs: CertPair | None) -> tuple[str, ...]:
 def run_scenario(
     scenario: Scenario,
     *,
-    kinds: tuple[str, str],
+    kinds: tuple[str, ...],
     reps: int,
     quick: bool,
     generator_choice: str,
@@ -352,19 +381,24 @@ def run_scenario(
     log_dir: Path,
     retries: int = 1,
 ) -> ScenarioResult:
-    """Start both servers, warm them up, measure ``reps`` alternating runs, stop them.
+    """Start the servers, warm them up, measure ``reps`` rotating runs, stop them.
 
     A run during which other processes used more than :data:`DISTURBED` of a core is
     measured again, up to ``retries`` times, keeping the least disturbed attempt.
     """
-    labels = [kinds[0], kinds[1] if kinds[1] != kinds[0] else f"{kinds[1]}#2"]
+    labels = [
+        kind if kind not in kinds[:index] else f"{kind}#{index + 1}"
+        for index, kind in enumerate(kinds)
+    ]
     generator = _generator_name(scenario, generator_choice)
     result = ScenarioResult(scenario=scenario, generator=generator, labels=labels)
+    result.load_average = load_average()
     result.background = background_load()
     if result.background > BACKGROUND_WARNING:
         print(
             f"!! {scenario.name}: other processes use {result.background:.2f} cores of "
-            f"{os.cpu_count()} right now; expect noisy numbers",
+            f"{os.cpu_count()} right now (load average {result.load_average});"
+            " expect noisy numbers",
             file=sys.stderr,
             flush=True,
         )
@@ -389,7 +423,9 @@ def run_scenario(
         for server in servers:
             _measure(scenario, generator, server, warmup, rep=-1)
         for rep in range(reps):
-            order = servers if rep % 2 == 0 else servers[::-1]
+            # Rotate who goes first so that slow drift in the machine hits all alike.
+            shift = rep % len(servers) if servers else 0
+            order = servers[shift:] + servers[:shift]
             for server in order:
                 if not server.alive():
                     result.failures.setdefault(
@@ -413,7 +449,8 @@ def run_scenario(
                 )
                 extra = f"  {run.errors} errors: {run.note}" if run.errors or run.note else ""
                 print(
-                    f"   {scenario.name:16} rep {rep + 1}/{reps} {server.label:10} {status}{extra}",
+                    f"   {scenario.name:18} rep {rep + 1}/{reps} {server.label:11} {status}"
+                    f" {run.server_us_per_message:5.0f} us/msg{extra}",
                     flush=True,
                 )
     finally:
@@ -426,18 +463,30 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _short(label: str) -> str:
+    return (
+        label.replace("trio_smtp", "trio").replace("aiosmtpd", "aio").replace("smtp-server", "node")
+    )
+
+
 def render_table(results: list[ScenarioResult]) -> str:
     """The markdown table of medians (and a second one with CPU use, for diagnosis)."""
     if not results:
         return ""
-    a, b = results[0].labels
-    short = {
-        label: label.replace("trio_smtp", "trio").replace("aiosmtpd", "aio") for label in (a, b)
-    }
+    labels = results[0].labels
+    first, others = labels[0], labels[1:]
+    short = {label: _short(label) for label in labels}
     lines = [
-        f"| scenario | generator | {a} msg/s | {b} msg/s | ratio | "
-        f"{short[a]} MB/s | {short[b]} MB/s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| scenario | generator | "
+        + " | ".join(f"{label} msg/s" for label in labels)
+        + " | "
+        + " | ".join(f"{short[first]}/{short[b]}" for b in others)
+        + " | "
+        + " | ".join(f"{short[label]} CPU µs/msg" for label in labels)
+        + " | "
+        + " | ".join(f"{short[label]} MB/s" for label in labels)
+        + " |",
+        "|---|---|" + "---:|" * (3 * len(labels) + len(others)),
     ]
     for r in results:
 
@@ -447,25 +496,26 @@ def render_table(results: list[ScenarioResult]) -> str:
             star = "*" if runs and all(run.disturbed for run in runs) else ""
             return _fmt(r.median(label, "messages_per_second"), ".0f") + star
 
-        lines.append(
-            f"| {r.scenario.name} | {r.generator} | {rate(a)} | {rate(b)} "
-            f"| {_fmt(r.ratio(), '.2f')} "
-            f"| {_fmt(r.median(a, 'megabytes_per_second'), '.2f')} "
-            f"| {_fmt(r.median(b, 'megabytes_per_second'), '.2f')} |"
-        )
+        cells = [rate(label) for label in labels]
+        cells += [_fmt(r.ratio(b), ".2f") for b in others]
+        cells += [_fmt(r.median(label, "server_us_per_message"), ".0f") for label in labels]
+        cells += [_fmt(r.median(label, "megabytes_per_second"), ".2f") for label in labels]
+        lines.append(f"| {r.scenario.name} | {r.generator} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "CPU use, in % of one core (medians over the runs counted above). A server at ~100%"
         " was saturated. Other load: the rest of the machine, just before the scenario /"
-        " during its runs (all of them); much above ~10% means disturbed runs.",
+        " during its runs (all of them); much above ~10% means disturbed runs. Load average:"
+        " /proc/loadavg before the scenario.",
         "",
-        f"| scenario | {a} CPU | generator CPU vs {a} | {b} CPU | generator CPU vs {b} "
-        "| other load before / during | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | "
+        + " | ".join(f"{label} CPU | generator CPU vs {short[label]}" for label in labels)
+        + " | other load before / during | load average | errors |",
+        "|---|" + "---:|" * (2 * len(labels) + 1) + "---|---:|",
     ]
     for r in results:
         cells = []
-        for label in (a, b):
+        for label in labels:
             runs = r.counted_runs(label)
             server = [100 * x.server_cpu / x.elapsed for x in runs if x.elapsed]
             gen = [100 * x.generator_cpu / x.elapsed for x in runs if x.elapsed]
@@ -475,8 +525,26 @@ def render_table(results: list[ScenarioResult]) -> str:
         during = [100 * x.other_cpu / x.elapsed for x in r.runs if x.elapsed]
         median_during = statistics.median(during) if during else None
         cells.append(f"{100 * r.background:.0f} / {_fmt(median_during, '.0f')}")
+        cells.append(r.load_average)
         lines.append(f"| {r.scenario.name} | " + " | ".join(cells) + f" | {errors} |")
     return "\n".join(lines)
+
+
+def _node_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"node": None, "smtp-server": None}
+    package = NODE_DIR / "node_modules" / "smtp-server" / "package.json"
+    try:
+        versions["smtp-server"] = json.loads(package.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        completed = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, timeout=10, check=True
+        )
+        versions["node"] = completed.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return versions
 
 
 def _version(distribution: str) -> str | None:
@@ -508,14 +576,19 @@ def _environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "commit": _git_commit(),
-        "versions": {name: _version(name) for name in ("trio_smtp", "trio", "aiosmtpd")},
+        "versions": {
+            **{name: _version(name) for name in ("trio_smtp", "trio", "aiosmtpd")},
+            **_node_versions(),
+        },
+        "load_average": load_average(),
         "smtp_source": shutil.which(SMTP_SOURCE),
     }
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Compare trio_smtp with aiosmtpd 1.4.6 (messages/s, medians)."
+        description="Compare trio_smtp with aiosmtpd 1.4.6 and Nodemailer's smtp-server"
+        " (messages/s, medians)."
     )
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_REPS} reps, fewer messages")
     parser.add_argument(
@@ -527,8 +600,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="measured runs per server and scenario")
     parser.add_argument(
         "--servers",
-        default="trio_smtp,aiosmtpd",
-        help="the two servers to compare, as A,B; the ratio is A/B "
+        default="trio_smtp,aiosmtpd,smtp-server",
+        help="the servers to compare, as A,B[,C...]; the ratios are A/B, A/C... "
         "(aiosmtpd,aiosmtpd checks the harness)",
     )
     parser.add_argument(
@@ -546,8 +619,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
     kinds = tuple(args.servers.split(","))
-    if len(kinds) != 2 or any(kind not in SERVER_SCRIPTS for kind in kinds):
-        parser.error(f"--servers must be two of {sorted(SERVER_SCRIPTS)!r}, not {args.servers!r}")
+    if len(kinds) < 2 or any(kind not in SERVER_SCRIPTS for kind in kinds):
+        parser.error(
+            f"--servers must be two or more of {sorted(SERVER_SCRIPTS)!r}, not {args.servers!r}"
+        )
     args.kinds = kinds
     if args.retries < 0:
         parser.error(f"--retries must be at least 0, not {args.retries!r}")
