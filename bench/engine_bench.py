@@ -15,15 +15,24 @@ Three measurements, each the median of ``--runs`` runs:
    base64 attachment of the same size (what most large messages are made of).
 3. **MB/s** for the same body sent as BDAT chunks of 1 MiB, fed in 64 KiB chunks.
 
-MB is 10**6 octets. The last line compares the DATA figure with aiosmtpd's roughly
-50 MB/s for a whole server (sockets and event loop included): not like for like, but it
-shows how much of the budget the engine leaves to the rest of the server.
+MB is 10**6 octets. Time is this process's CPU time (``time.process_time``) by default:
+the loops are single-threaded and CPU-bound, so on an idle machine it equals the wall
+clock, and on a shared one it leaves out the time other processes held the core
+(``--clock wall`` for the wall clock).
+
+``ENGINE_BENCH_ROOT=DIR`` measures the ``trio_smtp`` in DIR instead of this checkout's,
+e.g. a copy whose engine was compiled with mypyc (see bench/README.md).
+
+The last line compares the DATA figure with aiosmtpd's roughly 50 MB/s for a whole server
+(sockets and event loop included): not like for like, but it shows how much of the budget
+the engine leaves to the rest of the server.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import sys
 import time
@@ -31,7 +40,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# ENGINE_BENCH_ROOT=DIR imports trio_smtp from DIR instead of this checkout.
+sys.path.insert(0, os.environ.get("ENGINE_BENCH_ROOT") or str(Path(__file__).resolve().parents[1]))
 
 from trio_smtp.engine import (
     NEED_DATA,
@@ -40,6 +50,7 @@ from trio_smtp.engine import (
     Event,
     MessageData,
 )
+from trio_smtp.engine import _connection as _engine_module
 
 CHUNK_64K: Final = 64 * 1024
 CHUNK_256K: Final = 256 * 1024
@@ -48,6 +59,9 @@ AIOSMTPD_MB_S: Final = 50.0
 MB: Final = 1_000_000
 
 SMALL_BODY: Final = b"Subject: bench\r\n\r\nhello\r\n"
+
+
+_clock: Callable[[], float] = time.process_time
 
 
 def chunks_of(data: bytes, size: int) -> list[bytes]:
@@ -92,9 +106,9 @@ def run_commands(messages: int) -> float:
     engine = Engine(config())
     engine.greet()
     engine.data_to_send()
-    start = time.perf_counter()
+    start = _clock()
     answered, content = drive(engine, chunks)
-    elapsed = time.perf_counter() - start
+    elapsed = _clock() - start
     # Answered events: EHLO + per message MAIL, RCPT, DATA and the end of message.
     assert answered == 1 + 4 * messages, answered
     assert content == len(SMALL_BODY) * messages, content
@@ -133,9 +147,9 @@ def run_data(body: bytes, chunk_size: int, stuffed: int | None = None) -> float:
     """MB/s of wire octets for one DATA body (``stuffed``: dot-stuffed lines in it)."""
     chunks = chunks_of(body + b".\r\n", chunk_size)
     engine = opened(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-    start = time.perf_counter()
+    start = _clock()
     _, content = drive(engine, chunks)
-    elapsed = time.perf_counter() - start
+    elapsed = _clock() - start
     if stuffed is None:
         stuffed = len(body) // (50 * LINE_OCTETS)
     assert content == len(body) - stuffed, content
@@ -152,9 +166,9 @@ def run_bdat(body: bytes, chunk_size: int) -> float:
     parts.append(b"BDAT 0 LAST\r\n")
     wire = b"".join(parts)
     engine = opened(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n")
-    start = time.perf_counter()
+    start = _clock()
     _, content = drive(engine, chunks_of(wire, chunk_size))
-    elapsed = time.perf_counter() - start
+    elapsed = _clock() - start
     assert content == len(body), content
     return len(wire) / elapsed / MB
 
@@ -169,9 +183,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--body-mib", type=int, default=32)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="time runs by this process's CPU time (default) or by the wall clock",
+    )
     args = parser.parse_args(argv)
+    global _clock
+    _clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    compiled = Path(_engine_module.__file__ or "").suffix in (".so", ".pyd")
 
-    print(f"Python {sys.version.split()[0]}, median of {args.runs} runs")
+    print(
+        f"Python {sys.version.split()[0]}, median of {args.runs} runs, {args.clock} time, "
+        f"engine {'compiled (mypyc)' if compiled else 'pure Python'} from "
+        f"{Path(_engine_module.__file__ or '').parents[2]}"
+    )
 
     med, values = median_of(args.runs, lambda: run_commands(args.messages))
     print(
