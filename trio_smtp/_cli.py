@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from . import __version__
 from ._config import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_DATA_TIMEOUT,
@@ -18,7 +19,7 @@ from ._config import (
     DEFAULT_PORT,
     DEFAULT_SHUTDOWN_GRACE,
 )
-from ._logger import LEVELS
+from ._logger import FORMATS, LEVELS
 from .engine._config import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS
 
 PROG = "trio-smtp"
@@ -60,14 +61,21 @@ def _port(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, *, positive: bool = False) -> float:
+    # One message for every bad value of a flag, whether it is not a number, negative or
+    # (for the timeouts) zero: "expected a number of seconds > 0, not '0'".
+    bound = "> 0" if positive else ">= 0"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+        value = float("nan")
+    if not (value > 0 if positive else value >= 0) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds {bound}, not {text!r}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    return _seconds(text, positive=True)
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -199,21 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lim.add_argument(
         "--command-timeout",
-        type=_seconds,
+        type=_positive_seconds,
         default=DEFAULT_COMMAND_TIMEOUT,
         metavar="SECONDS",
         help="time allowed to send a whole command line",
     )
     lim.add_argument(
         "--data-timeout",
-        type=_seconds,
+        type=_positive_seconds,
         default=DEFAULT_DATA_TIMEOUT,
         metavar="SECONDS",
         help="time allowed for a whole DATA or BDAT transfer",
     )
     lim.add_argument(
         "--hook-timeout",
-        type=_seconds,
+        type=_positive_seconds,
         default=DEFAULT_HOOK_TIMEOUT,
         metavar="SECONDS",
         help="time a hook or sink may take (then 451 4.3.0)",
@@ -237,12 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept MAIL FROM/RCPT TO without <> and local parts ending in a dot "
         "(old devices such as HP iLO; otherwise 501)",
     )
-    p.add_argument(
+    ops = p.add_argument_group("logging and operations")
+    ops.add_argument(
         "--log-level",
         choices=LEVELS,
         default="info",
         type=str.lower,
-        help="least severe level logged",
+        help="least severe level logged (the start lines are always written)",
+    )
+    ops.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text: [time] [LEVEL] - message lines; json: one JSON object per line",
+    )
+    ops.add_argument(
+        "--version",
+        "-V",
+        action="version",
+        version=f"trio_smtp {__version__}",
+        help="print trio_smtp and its version, then exit",
     )
     return p
 
@@ -255,13 +277,13 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--tls-port needs --tls-cert and --tls-key")
     if args.require_tls and args.tls_cert is None:
         raise ValueError("--require-tls needs --tls-cert and --tls-key")
-    for flag, value in (
-        ("--command-timeout", args.command_timeout),
-        ("--data-timeout", args.data_timeout),
-        ("--hook-timeout", args.hook_timeout),
-    ):
-        if value <= 0:
-            raise ValueError(f"{flag} must be more than 0, not {value!r}")
+    if args.proxy_from and not args.proxy_protocol:
+        raise ValueError("--proxy-from needs --proxy-protocol")
+    if args.auth_required and args.auth_file is None:
+        raise ValueError("--auth-required needs --auth-file: no client could authenticate")
+    if args.print_body and (args.maildir or args.mbox or args.relay):
+        other = "--maildir" if args.maildir else "--mbox" if args.mbox else "--relay"
+        raise ValueError(f"--print-body works with the default print sink only, not with {other}")
     config: dict[str, Any] = {
         "host": args.host or [DEFAULT_HOST],
         "port": args.port,
@@ -295,27 +317,86 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
+def _check_maildir(path: str) -> None:
+    """Refuse a Maildir that can never be written: now (exit 2), not a 451 per message."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--maildir {path!r}: not a directory")
+    try:
+        # The sink makes these as it delivers too (a Maildir removed while serving comes
+        # back); making them now proves the directory is writable.
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
+        # A real write, as delivery does: os.access() says yes to root on a read-only mount.
+        probe = os.path.join(path, "tmp", f".trio-smtp-probe.{os.getpid()}")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        os.unlink(probe)
+        for sub in ("new", "cur"):
+            if not os.access(os.path.join(path, sub), os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied", os.path.join(path, sub))
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and exc.filename != path else ""
+        raise ValueError(f"--maildir {path!r}: {exc.strerror or exc}{where}") from None
+
+
+def _check_mbox(path: str) -> None:
+    """Refuse an mbox that can never be written (opened for append, created if missing)."""
+    if os.path.isdir(path):
+        raise ValueError(f"--mbox {path!r}: is a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"--mbox {path!r}: directory {parent!r} does not exist")
+    try:
+        # The sink creates the file (0600) on the first delivery anyway; an empty mbox
+        # is a valid one.
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise ValueError(f"--mbox {path!r}: {exc.strerror or exc}") from None
+
+
 def make_sink(args: argparse.Namespace, logger: Any) -> Any:
-    """The sink the flags ask for."""
+    """The sink the flags ask for, wrapped so that each delivery is logged with its path."""
+    from ._message_log import LoggedSink
     from .sinks import MaildirSink, MboxSink, PrintSink, RelaySink
 
     if args.maildir:
-        # A Maildir that cannot be created is a bad flag: say so now (exit 2), not with
-        # a 451 to every message. The sink itself makes the subdirectories as it delivers.
-        try:
-            os.makedirs(args.maildir, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"--maildir {args.maildir!r}: {exc.strerror}") from None
-        return MaildirSink(args.maildir)
+        _check_maildir(args.maildir)
+        return LoggedSink(MaildirSink(args.maildir), logger, where=("path", args.maildir))
     if args.mbox:
-        parent = os.path.dirname(os.path.abspath(args.mbox))
-        if not os.path.isdir(parent):
-            raise ValueError(f"--mbox {args.mbox!r}: directory {parent!r} does not exist")
-        return MboxSink(args.mbox)
+        _check_mbox(args.mbox)
+        return LoggedSink(MboxSink(args.mbox), logger, where=("path", args.mbox))
     if args.relay:
         host, port = args.relay
-        return RelaySink(host, port)
+        return LoggedSink(RelaySink(host, port), logger, where=("upstream", f"{host}:{port}"))
     return PrintSink(logger, print_body=args.print_body)
+
+
+def _check_port_free(hosts: Sequence[str], ports: Sequence[int | None]) -> None:
+    """Refuse ``--workers`` on a port another instance holds.
+
+    The workers share their port through SO_REUSEPORT, which the kernel also grants to any
+    other process of the same user that asks for it: a second ``--workers`` instance would
+    quietly share the port with the first. A bind without SO_REUSEPORT fails on a port
+    anyone listens on, so trying one first tells the two cases apart.
+    """
+    import socket
+
+    for port in ports:
+        if not port:
+            continue
+        for host in hosts:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError as exc:
+                    shown = f"[{host}]" if ":" in host else host
+                    raise OSError(
+                        exc.errno, f"cannot listen on {shown}:{port}: {exc.strerror}"
+                    ) from None
 
 
 def _fail(message: str) -> int:
@@ -363,7 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = config_from_args(args)
-        logger = Logger(level=args.log_level)
+        logger = Logger(level=args.log_level, format=args.log_format)
+        if args.workers > 1 and args.worker_id is None:
+            _check_port_free(config["host"], [args.port, args.tls_port])
         _raise_open_files_limit(args.max_connections, logger)
         sink = make_sink(args, logger)
         # Built before --workers forks too: a bad certificate or auth file must exit 2

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import email.header
 import importlib.metadata
+import json
 import mailbox
 import os
 import queue
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import require_tool
 
+import trio_smtp
 import trio_smtp._cli
 
 START_LINE = re.compile(
@@ -148,12 +151,13 @@ def test_start_line_send_a_message_and_stop_with_sigterm() -> None:
             code, _ = client.noop()
             assert code == 250
             client.sendmail("alice@x.test", ["bob@y.test", "carol@y.test"], body)
+        opened = server.wait_err(r"\[INFO\] - Connection opened: id=(\S+) ")
         match = server.wait_err(
-            r"\[INFO\] - Message (\S+) from <alice@x\.test> to <bob@y\.test>, <carol@y\.test> "
-            r"size (\d+) bytes \(session (\S+)\)$"
+            r"\[INFO\] - Message accepted: id=(\S+) from=<alice@x\.test> "
+            r"to=<bob@y\.test>,<carol@y\.test> size=(\d+) subject=\"cli\"$"
         )
         assert int(match[2]) == len(body)
-        assert match[1].startswith(match[3])
+        assert match[1].startswith(opened[1])
         assert server.stop(signal.SIGTERM) == 0
     assert not [line for line in server.err if "Traceback" in line]
     assert server.err[-1].endswith("[LOG] - Server stopped")
@@ -262,7 +266,9 @@ def test_swaks_against_the_cli() -> None:
             check=False,
         )
         assert result.returncode == 0, result.stdout
-        server.wait_err(r"\[INFO\] - Message \S+ from <\S+> to <dave@y\.test> size \d+ bytes")
+        server.wait_err(
+            r"\[INFO\] - Message accepted: id=\S+ from=<\S+> to=<dave@y\.test> size=\d+"
+        )
         assert server.stop() == 0
 
 
@@ -274,7 +280,7 @@ def test_lmtp_flag() -> None:
             assert client.sendmail("a@x.test", ["b@y.test"], b"Subject: l\r\n\r\nx\r\n") == {}
         with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
             assert client.ehlo("client.test")[0] == 500  # EHLO is not LMTP
-        server.wait_err(r"Message \S+ from <a@x\.test> to <b@y\.test>")
+        server.wait_err(r"Message accepted: id=\S+ from=<a@x\.test> to=<b@y\.test>")
         assert server.stop() == 0
 
 
@@ -311,8 +317,8 @@ def test_two_hosts() -> None:
         second = server.wait_err(r"\[LOG\] - Server start on ip: ::1 port: (\d+)$")
         send(first, ["b@y.test"], b"v4\r\n")
         send(int(second[1]), ["b@y.test"], b"v6\r\n", host="::1")
-        server.wait_err(r"Message \S+ from <alice@x\.test> to <b@y\.test>")
-        server.wait_err(r"Message \S+ from <alice@x\.test> to <b@y\.test>")
+        server.wait_err(r"Message accepted: id=\S+ from=<alice@x\.test> to=<b@y\.test>")
+        server.wait_err(r"Message accepted: id=\S+ from=<alice@x\.test> to=<b@y\.test>")
         assert server.stop() == 0
 
 
@@ -350,6 +356,17 @@ def test_log_level_debug_shows_refused_commands() -> None:
         (["--auth-file", "{tmp}"], "Is a directory"),  # unreadable, even for root
         (["--maildir", "{tmp}/regular-file/Maildir"], "{tmp}/regular-file/Maildir"),
         (["--mbox", "{tmp}/no/dir/mbox"], "{tmp}/no/dir"),
+        (["--maildir", "{tmp}/regular-file"], "--maildir '{tmp}/regular-file': not a directory"),
+        (["--maildir", "{unwritable}"], "--maildir '{unwritable}': "),
+        (["--mbox", "{unwritable}/mbox"], "--mbox '{unwritable}/mbox': "),
+        (["--mbox", "{tmp}"], "--mbox '{tmp}': is a directory"),
+        (["--auth-required"], "--auth-required needs --auth-file"),
+        (["--maildir", "{tmp}/md", "--print-body"], "--print-body works with the default"),
+        (["--proxy-from", "10.0.0.0/8"], "--proxy-from needs --proxy-protocol"),
+        (["--command-timeout", "0"], "--command-timeout: expected a number of seconds > 0"),
+        (["--command-timeout", "-5"], "--command-timeout: expected a number of seconds > 0"),
+        (["--hook-timeout", "x"], "--hook-timeout: expected a number of seconds > 0, not 'x'"),
+        (["--shutdown-grace", "-1"], "--shutdown-grace: expected a number of seconds >= 0"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,
 )
@@ -357,15 +374,64 @@ def test_bad_flags_exit_2_with_one_line_naming_the_value(
     tmp_path: Path, args: list[str], culprit: str
 ) -> None:
     (tmp_path / "regular-file").write_text("")  # a file where a directory should be
-    args = [arg.format(tmp=tmp_path) for arg in args]
+    unwritable = _unwritable_directory(tmp_path)
+    args = [arg.format(tmp=tmp_path, unwritable=unwritable) for arg in args]
     result = run_cli("--port", "0", "--hostname", "mx.test", *args)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("trio-smtp: error: ")
-    assert culprit.format(tmp=tmp_path) in lines[0]
+    assert culprit.format(tmp=tmp_path, unwritable=unwritable) in lines[0]
+    from trio_smtp._config import CONFIG_KEYS
+
+    assert not [k for k in CONFIG_KEYS if "_" in k and k in lines[0]], "config key, not flag"
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def _unwritable_directory(tmp_path: Path) -> str:
+    """A directory this process cannot write into, even as root (who ignores modes)."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500, exist_ok=True)
+        return str(locked)
+    # sysfs refuses new files to everyone.
+    if os.path.isdir("/sys/kernel") and not _can_create_in("/sys/kernel"):
+        return "/sys/kernel"
+    pytest.skip("no directory is unwritable for root here")
+
+
+def _can_create_in(path: str) -> bool:
+    try:
+        os.close(os.open(os.path.join(path, "probe"), os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except OSError:
+        return False
+    os.unlink(os.path.join(path, "probe"))
+    return True
+
+
+def test_version_prints_the_package_name_and_version() -> None:
+    for flag in ("--version", "-V"):
+        result = run_cli(flag)
+        assert result.returncode == 0
+        assert result.stdout == f"trio_smtp {trio_smtp.__version__}\n"
+        assert re.fullmatch(r"trio_smtp \d+\.\d+\.\d+\n", result.stdout)
+
+
+def test_workers_on_a_port_another_instance_holds_exits_2() -> None:
+    # Another --workers instance holds its port with SO_REUSEPORT, which the kernel would
+    # let a second instance share: the two would split the traffic without a word.
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = run_cli("--port", str(port), "--workers", "2", "--hostname", "mx.test")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert f"127.0.0.1:{port}" in line
+    assert "in use" in line
 
 
 def test_port_in_use_exits_2() -> None:
@@ -406,3 +472,125 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert result.stdout.startswith("usage: trio-smtp")
+
+
+# ---------------------------------------------------------------- logs
+
+
+def _raw_session(port: int, lines: list[bytes]) -> list[bytes]:
+    """Send each line and read one reply line per line (plus the greeting)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        replies = sock.makefile("rb")
+        out = [replies.readline()]
+        for line in lines:
+            sock.sendall(line)
+            reply = replies.readline()
+            while reply[3:4] == b"-":
+                reply = replies.readline()
+            out.append(reply)
+        return out
+
+
+# An ESC sequence, a C1 CSI that clears a screen, NEL, DEL, U+2028/2029 and a bidi override.
+HOSTILE = "\x1b[31mred \x9b2J\x85nel\x7fdel\u2028ls\u2029ps\u202eevil"
+
+
+def _hostile_message() -> list[bytes]:
+    encoded = email.header.Header(HOSTILE, "utf-8").encode()
+    return [
+        b"EHLO client.test\r\n",
+        "MAIL FROM:<caf\u00e9\u2028x@x.test> SMTPUTF8\r\n".encode(),
+        b"MAIL FROM:<alice@x.test>\r\n",
+        b"RCPT TO:<bob@y.test>\r\n",
+        b"DATA\r\n",
+        f"Subject: {encoded}\r\n\r\nbody \x1b[2J here\r\n.\r\n".encode(),
+        b"QUIT\r\n",
+    ]
+
+
+def test_log_lines_escape_every_non_printable_character() -> None:
+    with cli("--port", "0", "--hostname", "mx.test", "--log-level", "debug") as server:
+        port = server.started()
+        replies = _raw_session(port, _hostile_message())
+        assert replies[-2].startswith(b"250 "), replies
+        server.wait_err(r"Message accepted: ")
+        assert server.stop() == 0
+    for line in server.err:
+        assert line.isprintable(), f"unescaped character in {line!r}"
+        assert re.match(r"\[\d{4}-", line), f"a line not started by the logger: {line!r}"
+    [accepted] = [line for line in server.err if "[INFO] - Message accepted" in line]
+    assert "from=<caf\u00e9\\u2028x@x.test>" in accepted  # SMTPUTF8 address, escaped
+    # (the email package turns NEL and U+2028/9 in a Subject into spaces itself)
+    assert 'subject="\\x1b[31mred \\x9b2J nel\\x7fdel ls ps\\u202eevil"' in accepted
+
+
+def test_print_body_escapes_non_printable_characters() -> None:
+    with cli("--port", "0", "--hostname", "mx.test", "--print-body") as server:
+        port = server.started()
+        body = "Subject: x\r\n\r\nclear \x1b[2J \x9b2J nel\x85 ls\u2028 tab\tend\r\n".encode()
+        send(port, ["bob@y.test"], body)
+        server.wait_out(r"^------------ END MESSAGE ------------$")
+        assert server.stop() == 0
+    start = server.out.index("---------- MESSAGE FOLLOWS ----------")
+    assert server.out[start + 3] == "clear \\x1b[2J \\x9b2J nel\\x85 ls\\u2028 tab\tend"
+    assert all(line.replace("\t", " ").isprintable() for line in server.out)
+
+
+def test_json_log_lines_parse_with_jq() -> None:
+    jq = require_tool("jq")
+    with cli("--port", "0", "--hostname", "mx.test", "--log-format", "json") as server:
+        line = server.wait_err(r"Server start on ip:").string
+        port = int(json.loads(line)["msg"].rsplit(" ", 1)[1])
+        _raw_session(port, _hostile_message())
+        send(port, ["bob@y.test", "carol@y.test"], b"Subject: second\r\n\r\nhello\r\n")
+        server.wait_err(r"second")
+        assert server.stop() == 0
+    text = "\n".join(server.err) + "\n"
+    assert text.isascii()
+    parsed = subprocess.run(
+        [jq, "-c", "."], input=text, capture_output=True, text=True, timeout=TIMEOUT, check=True
+    )
+    # (not splitlines(): jq writes U+2028 raw, and splitlines() would cut there)
+    records = [json.loads(line) for line in parsed.stdout.rstrip("\n").split("\n")]
+    assert len(records) == len(server.err)
+    for record in records:
+        assert {"ts", "level", "msg"} <= set(record)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["ts"])
+    messages = [r for r in records if r.get("result") == "accepted"]
+    assert [m["subject"] for m in messages] == [
+        "\x1b[31mred \x9b2J nel\x7fdel ls ps\u202eevil",
+        "second",
+    ]
+    second = messages[1]
+    assert second["from"] == "alice@x.test"
+    assert second["to"] == ["bob@y.test", "carol@y.test"]
+    assert second["size"] == len(b"Subject: second\r\n\r\nhello\r\n")
+    assert second["message_id"].startswith(second["session"])
+    # jq selects by field, as Loki and ELK queries do.
+    ids = subprocess.run(
+        [jq, "-r", 'select(.result == "accepted") | .message_id'],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    assert ids.stdout.split() == [m["message_id"] for m in messages]
+
+
+def test_storage_failure_is_logged_at_error_with_the_path_and_reason(tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    with cli("--port", "0", "--hostname", "mx.test", "--maildir", str(maildir)) as server:
+        port = server.started()
+        # The disk goes away under the running server: the Maildir becomes a file.
+        shutil.rmtree(maildir)
+        maildir.write_text("not a maildir")
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                client.sendmail("alice@x.test", ["bob@y.test"], b"Subject: lost\r\n\r\nx\r\n")
+        assert refused.value.smtp_code == 451
+        line = server.wait_err(r"\[ERROR\] - Message failed: ").string
+        assert server.stop() == 0
+    assert f"path={maildir}" in line
+    assert re.search(r" reason=(File exists|Not a directory): \S*Maildir", line), line
+    assert 'subject="lost"' in line

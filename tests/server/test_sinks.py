@@ -485,8 +485,9 @@ async def test_print_sink_logs_one_summary_line(capsys: pytest.CaptureFixture[st
     mail = make_mail(rcpts=("bob@example.org", "carol@example.org"))
     await PrintSink(logger).deliver(mail)
     assert logger.lines == [
-        f"Message Q1A2B3 from <alice@example.com> to <bob@example.org>, <carol@example.org> "
-        f"size {len(MESSAGE)} bytes (session S9)"
+        f"Message accepted: id=Q1A2B3 from=<alice@example.com> "
+        f"to=<bob@example.org>,<carol@example.org> size={len(MESSAGE)}"
+        ' subject="hello"'
     ]
     assert capsys.readouterr() == ("", "")
 
@@ -498,7 +499,9 @@ async def test_print_sink_without_logger_writes_stderr(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1  # a forged second log line is impossible
-    assert err.startswith("Message Q1A2B3 from <evil??[FATAL] forged> to <bob@example.org>")
+    assert err.startswith(
+        "Message accepted: id=Q1A2B3 from=<evil\\r\\n[FATAL] forged> to=<bob@example.org>"
+    )
 
 
 async def test_print_sink_prints_the_body_framed() -> None:

@@ -100,11 +100,17 @@ class MaildirSink:
             trio_smtp.engine.Reply: ``451 4.3.0`` when the file cannot be written (disk full,
                 permissions, a missing or wrong path); nothing is left in ``tmp/`` or ``new/``.
         """
+        await self.store(mail)
+
+    async def store(self, mail: Mail) -> str:
+        """Like :meth:`deliver`, and return the path of the file written in ``new/``."""
         headers = return_path_header(mail) + received_header(mail)
+        name = self._unique_name()
         try:
-            await trio.to_thread.run_sync(self._store, self._unique_name(), headers, mail)
+            await trio.to_thread.run_sync(self._store, name, headers, mail)
         except OSError as exc:
             raise _storage_error(exc) from exc
+        return os.path.join(self.path, "new", name)
 
     def _store(self, name: str, headers: bytes, mail: Mail) -> None:
         # makedirs gives `mode` to the last directory only, so the Maildir itself comes first.

@@ -168,6 +168,10 @@ class MboxSink:
                 for longer than ``lock_timeout``; ``451 4.3.0`` when the file cannot be
                 written. Either way the file is as it was before.
         """
+        await self.store(mail)
+
+    async def store(self, mail: Mail) -> str:
+        """Like :meth:`deliver`, and return the path of the mbox file."""
         headers = return_path_header(mail) + received_header(mail)
         async with self._lock:
             try:
@@ -175,6 +179,7 @@ class MboxSink:
             except OSError as exc:
                 reason = os.strerror(exc.errno).lower() if exc.errno else "storage error"
                 raise Reply(451, f"4.3.0 cannot store the message: {reason}") from exc
+        return self.path
 
     def _append(self, mail: Mail, headers: bytes) -> None:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
