@@ -12,7 +12,7 @@ import trio
 
 from trio_smtp._logger import Logger, announce, bind, emit, escape
 from trio_smtp._mail import Mail
-from trio_smtp._message_log import LoggedSink, describe
+from trio_smtp._message_log import LoggedSink, describe, read_subject
 from trio_smtp._session import Session
 from trio_smtp.engine import Reply
 from trio_smtp.sinks import MaildirSink, RelaySink
@@ -107,8 +107,10 @@ def _mail(content: bytes = b"Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\nbody\r\n") ->
     return mail
 
 
-def test_describe_is_one_format_with_the_subject() -> None:
-    text, fields = describe(_mail(), "accepted", path="/m/new/1")
+async def test_describe_is_one_format_with_the_subject() -> None:
+    mail = _mail()
+    subject = await read_subject(mail)
+    text, fields = describe(mail, "accepted", subject=subject, path="/m/new/1")
     assert text == (
         'Message accepted: id=S1.1 from=<a@x.test> to= size=40 subject="café" path=/m/new/1'
     )
@@ -143,5 +145,4 @@ async def test_maildir_delivery_is_logged_with_the_file_written(tmp_path: object
     [line] = out.getvalue().splitlines()
     written = line.split(" path=", 1)[1]
     assert written.startswith(f"{path}/new/")
-    with open(written, "rb") as f:
-        assert f.read().endswith(b"body\r\n")
+    assert (await trio.Path(written).read_bytes()).endswith(b"body\r\n")
