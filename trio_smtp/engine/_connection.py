@@ -939,7 +939,7 @@ class Engine:
                 self._tls_announced = False
         elif isinstance(event, AuthCredentials):
             if reply.code == 235:
-                self._session.authenticated(event.login)
+                self._session.authenticated(event.login, event.mechanism)
                 self._auth_failures = 0
             else:
                 self._auth_failures += 1

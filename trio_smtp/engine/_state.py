@@ -141,6 +141,7 @@ class SessionState:
     """
 
     __slots__ = (
+        "_auth_mechanism",
         "_authenticated_as",
         "_close_reason",
         "_esmtp",
@@ -156,6 +157,7 @@ class SessionState:
         self._esmtp = False
         self._tls_active = tls_active
         self._authenticated_as: str | None = None
+        self._auth_mechanism: str | None = None
         self._recipients = 0
         self._close_reason: str | None = None
 
@@ -191,6 +193,11 @@ class SessionState:
     def authenticated_as(self) -> str | None:
         """The login of a successful AUTH, or ``None``."""
         return self._authenticated_as
+
+    @property
+    def auth_mechanism(self) -> str | None:
+        """The SASL mechanism of that AUTH (``"PLAIN"``, ``"LOGIN"``), or ``None``."""
+        return self._auth_mechanism
 
     @property
     def recipients(self) -> int:
@@ -230,15 +237,17 @@ class SessionState:
         self._helo_name = None
         self._esmtp = False
         self._authenticated_as = None
+        self._auth_mechanism = None
         self._recipients = 0
 
     def set_tls_active(self, active: bool) -> None:
         """Mark the connection encrypted before the greeting (implicit TLS)."""
         self._tls_active = active
 
-    def authenticated(self, login: str) -> None:
-        """AUTH succeeded for ``login``."""
+    def authenticated(self, login: str, mechanism: str | None = None) -> None:
+        """AUTH succeeded for ``login`` (with SASL ``mechanism``)."""
         self._authenticated_as = login
+        self._auth_mechanism = mechanism
 
     def closed(self, reason: str) -> None:
         """The session is over, for ``reason`` (the first reason given wins)."""
