@@ -12,7 +12,18 @@ from typing import TYPE_CHECKING, Any
 from .engine import REPLY_CODES as REPLY_CODES
 from .engine import Reply as Reply
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    # One version: the one the package was installed with (pyproject.toml). Read
+    # on first use: importlib.metadata imports socket and email, which
+    # ``import trio_smtp.engine`` must not.
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("trio_smtp")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout
+        return "0.0.0+unknown"
+
 
 _LAZY = {
     "Server": "._server",
@@ -26,11 +37,19 @@ _LAZY = {
     "Recipient": "._mail",
     "Logger": "._logger",
     "AuthFile": "._auth_file",
+    "AuthFileError": "._auth_file",
+    "TLSConfigError": "._tls",
+    "HookTimeout": "._hooks",
+    "HookReturnError": "._hooks",
 }
 
 if TYPE_CHECKING:
+    __version__: str
     from ._auth_file import AuthFile as AuthFile
+    from ._auth_file import AuthFileError as AuthFileError
     from ._config import ServerConfig as ServerConfig
+    from ._hooks import HookReturnError as HookReturnError
+    from ._hooks import HookTimeout as HookTimeout
     from ._logger import Logger as Logger
     from ._mail import Mail as Mail
     from ._mail import Recipient as Recipient
@@ -40,9 +59,13 @@ if TYPE_CHECKING:
     from ._session import ProxyInfo as ProxyInfo
     from ._session import Session as Session
     from ._session import TLSInfo as TLSInfo
+    from ._tls import TLSConfigError as TLSConfigError
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = version = _version()
+        return version
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'trio_smtp' has no attribute {name!r}")
@@ -51,10 +74,17 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | {"__version__"})
+
+
 __all__ = [
     "REPLY_CODES",
     "AuthFile",
+    "AuthFileError",
     "Context",
+    "HookReturnError",
+    "HookTimeout",
     "Logger",
     "Mail",
     "ProxyInfo",
@@ -64,5 +94,6 @@ __all__ = [
     "Server",
     "ServerConfig",
     "Session",
+    "TLSConfigError",
     "TLSInfo",
 ]

@@ -2,36 +2,38 @@
 
 from __future__ import annotations
 
-import collections
-import errno
 import ipaddress
 import os
 import signal
 import socket
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
+import attrs
 import trio
 
 from ._auth_file import load_auth_file
 from ._config import ServerConfig
-from ._connection_task import ConnectionTask, _hostport
+from ._connection_task import ConnectionTask
+from ._hooks import SYNC_HOOK_THREADS
+from ._limits import AddressLimiter, PerAddressLimit
+from ._listeners import Listener, accept, close_all, open_tcp, sockaddr
 from ._logger import Logger, LoggerLike, as_logger
+from ._names import hostport
+from ._replies import BUSY
 from ._schema import Schema, make_schema
+from ._settings import Authenticator, ConnectionSettings
 from ._tls import server_ssl_context
-from .engine import EngineConfig, Reply
+from ._transport import SocketTransport
+from .engine import EngineConfig
 from .sinks import PrintSink
 
-#: accept() errors that mean "out of resources for now", not "the listener is broken".
-_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-_BUSY: Final = Reply(421, "4.7.0 too many connections, try again later")
 _REFUSE_TIMEOUT: Final = 2.0
-_BACKLOG: Final = 1024
 #: Connections being told 421 (over max_connections) at once; more are just closed.
 _MAX_REFUSING: Final = 64
-
-Authenticator = Callable[[str, str, str], bool]
+#: Connections accepted in a row before the accept loop yields to the others.
+_ACCEPT_BATCH: Final = 64
 
 
 class Server:
@@ -77,11 +79,12 @@ class Server:
             raise TypeError(f"authenticator must be callable, not {authenticator!r}")
         if authenticator is None and self.config.auth_file is not None:
             authenticator = load_auth_file(self.config.auth_file)
-        self.authenticator: Authenticator | None = authenticator
-        self.ssl_context: ssl.SSLContext | None = None
+        self._settings: ConnectionSettings | None = None
+        self._authenticator: Authenticator | None = authenticator
+        self._ssl_context: ssl.SSLContext | None = None
         if self.config.tls_cert is not None:
             assert self.config.tls_key is not None
-            self.ssl_context = server_ssl_context(
+            self._ssl_context = server_ssl_context(
                 self.config.tls_cert,
                 self.config.tls_key,
                 sni=self.config.tls_sni,
@@ -89,10 +92,13 @@ class Server:
             )
         self.hostname = self.config.hostname or "localhost"
         self.engine_config = self._engine_config(self.hostname)
+        #: Counts connections per client address (``max_connections_per_ip``); may be
+        #: replaced, before :meth:`serve`, by any :class:`~._limits.AddressLimiter`.
+        self.address_limiter: AddressLimiter = PerAddressLimit(self.config.max_connections_per_ip)
         #: The ``(host, port)`` of every listener, once :meth:`serve` has bound them.
         self.addresses: list[tuple[str, int]] = []
         self._connections: set[ConnectionTask] = set()
-        self._per_ip: collections.Counter[str] = collections.Counter()
+        self._changed: trio.Event | None = None
         self._shutdown_requested = False
         self._refusing = 0
         self._shutdown_event: trio.Event | None = None
@@ -100,16 +106,84 @@ class Server:
         self._serving = False
 
     def __repr__(self) -> str:
-        return f"<Server {', '.join(_hostport(a) for a in self.addresses) or 'not serving'}>"
+        return f"<Server {', '.join(hostport(a) for a in self.addresses) or 'not serving'}>"
 
     def _engine_config(self, hostname: str) -> EngineConfig:
         auth = self.authenticator is not None or "AUTH" in self.hooks
         return self.config.engine_config(hostname, auth=auth)
 
     @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context for STARTTLS and SMTPS; a new one applies to new connections."""
+        return self._ssl_context
+
+    @ssl_context.setter
+    def ssl_context(self, context: ssl.SSLContext | None) -> None:
+        self._ssl_context = context
+        if self._settings is not None:
+            self._settings = attrs.evolve(self._settings, ssl_context=context)
+
+    @property
+    def authenticator(self) -> Authenticator | None:
+        """Checks AUTH credentials; a new one applies to new connections."""
+        return self._authenticator
+
+    @authenticator.setter
+    def authenticator(self, authenticator: Authenticator | None) -> None:
+        self._authenticator = authenticator
+        if self._settings is not None:
+            self._settings = attrs.evolve(self._settings, authenticator=authenticator)
+
+    @property
     def connections(self) -> int:
         """How many connections are open."""
         return len(self._connections)
+
+    @property
+    def _per_ip(self) -> Mapping[str, int]:
+        # Open connections by client address, for tests (empty with another limiter).
+        counts: Mapping[str, int] = getattr(self.address_limiter, "counts", {})
+        return counts
+
+    async def wait_connections(self, n: int) -> None:
+        """Wait until exactly ``n`` connections are open (returns at once if they are).
+
+        The count changes when a connection task starts (after ``accept``, before the
+        greeting) and when it has ended (after the ``close`` hook and the socket's
+        close). Tests use it instead of polling :attr:`connections`::
+
+            await server.wait_connections(0)   # every connection has ended
+
+        Must be called in the Trio run that serves.
+        """
+        while len(self._connections) != n:
+            if self._changed is None:
+                self._changed = trio.Event()
+            await self._changed.wait()
+
+    def _count_changed(self) -> None:
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    def _connection_settings(self) -> ConnectionSettings:
+        """What each connection gets (built once per :meth:`serve`)."""
+        if self._settings is not None:
+            return self._settings
+        return ConnectionSettings(
+            config=self.config,
+            engine_config=self.engine_config,
+            hostname=self.hostname,
+            hooks=self.hooks,
+            logger=self.logger,
+            deps=self.deps,
+            sink=self.sink,
+            authenticator=self.authenticator,
+            ssl_context=self.ssl_context,
+            data_factory=self.data_factory,
+            hook_threads=trio.CapacityLimiter(SYNC_HOOK_THREADS),
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -141,211 +215,159 @@ class Server:
                 # getfqdn() may block on DNS: never on the event loop.
                 self.hostname = await trio.to_thread.run_sync(socket.getfqdn)
                 self.engine_config = self._engine_config(self.hostname)
+            self._settings = None
+            self._settings = self._connection_settings()
             listeners = await self._open_listeners()
-            await self._serve_listeners(listeners, task_status)
+            try:
+                await self._serve_listeners(listeners, task_status)
+            finally:
+                close_all(listeners)
         finally:
             self._serving = False
             self._shutdown_requested = False  # a stopped server may serve again
 
-    async def _open_listeners(self) -> list[tuple[trio.SocketListener, bool]]:
+    async def _open_listeners(self) -> list[Listener]:
         cfg = self.config
-        out: list[tuple[trio.SocketListener, bool]] = []
+        ports: list[tuple[int, bool]] = []
+        if cfg.port is not None:
+            ports.append((cfg.port, False))
+        if cfg.tls_port is not None:
+            ports.append((cfg.tls_port, True))
+        out: list[Listener] = []
         try:
-            ports: list[tuple[int, bool]] = []
-            if cfg.port is not None:
-                ports.append((cfg.port, False))
-            if cfg.tls_port is not None:
-                ports.append((cfg.tls_port, True))
             for port, implicit in ports:
                 for host in cfg.host:
                     try:
-                        if cfg.reuse_port:
-                            listeners = [await _reuse_port_listener(host, port)]
-                        else:
-                            listeners = await trio.open_tcp_listeners(
-                                port, host=host, backlog=_BACKLOG
-                            )
+                        out += await open_tcp(
+                            host, port, implicit_tls=implicit, reuse_port=cfg.reuse_port
+                        )
                     except OSError as exc:
                         raise OSError(
-                            exc.errno, f"cannot listen on {_hostport((host, port))}: {exc.strerror}"
+                            exc.errno, f"cannot listen on {hostport((host, port))}: {exc.strerror}"
                         ) from None
-                    out.extend((lst, implicit) for lst in listeners)
         except BaseException:
-            for lst, _ in out:
-                await lst.aclose()
+            close_all(out)  # synchronous: nothing is left open, even when cancelled
             raise
         return out
 
     async def _serve_listeners(
-        self,
-        listeners: list[tuple[trio.SocketListener, bool]],
-        task_status: trio.TaskStatus[list[tuple[str, int]]],
+        self, listeners: list[Listener], task_status: trio.TaskStatus[list[tuple[str, int]]]
     ) -> None:
         assert self._shutdown_event is not None
-        self.addresses = []
-        for listener, _ in listeners:
-            name = listener.socket.getsockname()
-            self.addresses.append((name[0], name[1]))
-        try:
-            async with trio.open_nursery() as connections:
-                async with trio.open_nursery() as acceptors:
-                    for listener, implicit in listeners:
-                        acceptors.start_soon(self._accept_loop, listener, implicit, connections)
-                    for host, port in self.addresses:
-                        suffix = ""
-                        if self.config.worker is not None:
-                            suffix = f" pid: {os.getpid()} worker: {self.config.worker}"
-                        self.logger.log(f"Server start on ip: {host} port: {port}{suffix}")
-                    task_status.started(list(self.addresses))
-                    await self._shutdown_event.wait()
-                    acceptors.cancel_scope.cancel()
-                for listener, _ in listeners:
-                    await listener.aclose()
-                grace = self.config.shutdown_grace
-                self.logger.log(
-                    f"Server shutting down: {len(self._connections)} connection(s) open, "
-                    f"{grace:g} s grace"
-                )
-                for conn in list(self._connections):
-                    conn.begin_shutdown()
-                connections.cancel_scope.deadline = trio.current_time() + grace
-        finally:
-            for listener, _ in listeners:
-                with trio.CancelScope(shield=True):
-                    await listener.aclose()
+        self.addresses = [listener.address for listener in listeners]
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                for listener in listeners:
+                    acceptors.start_soon(self._accept_loop, listener, connections)
+                for host, port in self.addresses:
+                    suffix = ""
+                    if self.config.worker is not None:
+                        suffix = f" pid: {os.getpid()} worker: {self.config.worker}"
+                    self.logger.log(f"Server start on ip: {host} port: {port}{suffix}")
+                task_status.started(list(self.addresses))
+                await self._shutdown_event.wait()
+                acceptors.cancel_scope.cancel()
+            close_all(listeners)
+            grace = self.config.shutdown_grace
+            self.logger.log(
+                f"Server shutting down: {len(self._connections)} connection(s) open, "
+                f"{grace:g} s grace"
+            )
+            deadline = trio.current_time() + grace
+            for conn in list(self._connections):
+                conn.begin_shutdown(deadline)
+            connections.cancel_scope.deadline = deadline
         self.logger.log("Server stopped")
 
-    async def _accept_loop(
-        self, listener: trio.SocketListener, implicit: bool, nursery: trio.Nursery
-    ) -> None:
-        raw = getattr(listener.socket, "_sock", None)  # the stdlib socket under trio's
-        bound = _addr(listener.socket.getsockname())
-        wildcard = ipaddress.ip_address(bound[0].split("%", 1)[0]).is_unspecified
+    async def _accept_loop(self, listener: Listener, nursery: trio.Nursery) -> None:
+        lsock = listener.sock
+        bound = listener.address
+        try:
+            wildcard = ipaddress.ip_address(bound[0].split("%", 1)[0]).is_unspecified
+        except ValueError:
+            wildcard = False
         accepted = 0
         while True:
             accepted += 1
-            if accepted % 64 == 0:
+            if accepted % _ACCEPT_BATCH == 0:
                 await trio.lowlevel.checkpoint()  # a flood must not starve the others
-            if isinstance(raw, socket.socket):
-                # Take every connection already queued in one go: a burst of clients
-                # costs one trip through the scheduler, not one per connection.
-                try:
-                    sock, peer_name = raw.accept()
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(raw)
-                    continue
-                except OSError as exc:
-                    await self._accept_failed(exc)
-                    continue
-                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-                peer = _addr(peer_name)
-                try:
-                    local = _addr(sock.getsockname()) if wildcard else bound
-                except OSError:
-                    await trio.aclose_forcefully(stream)
-                    continue
-            else:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    await self._accept_failed(exc)
-                    continue
-                try:
-                    peer = _addr(stream.socket.getpeername())
-                    local = _addr(stream.socket.getsockname())
-                except OSError:
-                    await trio.aclose_forcefully(stream)
-                    continue
+            sock, peer_name = await accept(lsock, self._capacity_error)
+            try:
+                local = sockaddr(sock.getsockname()) if wildcard else bound
+            except OSError:
+                sock.close()
+                continue
+            stream = SocketTransport(sock)
+            peer = sockaddr(peer_name)
             if len(self._connections) >= self.config.max_connections:
                 if self._refusing >= _MAX_REFUSING:
                     # A flood: refusals get no task (nor a 421) past this many at once.
-                    stream.socket.close()
+                    stream.close()
                     continue
                 self._refusing += 1
-                nursery.start_soon(self._refuse, stream, implicit, peer)
+                nursery.start_soon(self._refuse, stream, listener.implicit_tls, peer)
                 continue
-            conn = ConnectionTask(self, stream, peer=peer, local=local, implicit_tls=implicit)
+            conn = ConnectionTask(
+                self._connection_settings(),
+                stream,
+                peer=peer,
+                local=local,
+                implicit_tls=listener.implicit_tls,
+                limiter=self.address_limiter,
+            )
             self._connections.add(conn)
+            self._count_changed()
             nursery.start_soon(self._run_connection, conn)
 
-    async def _accept_failed(self, exc: OSError) -> None:
-        """Out of file descriptors or memory: pause and retry; anything else is fatal."""
-        if exc.errno not in _CAPACITY_ERRNOS:
-            raise exc
+    def _capacity_error(self, exc: OSError) -> None:
         self.logger.error(f"accept() failed: {exc}; pausing 100 ms")
-        await trio.sleep(0.1)
 
     async def _run_connection(self, conn: ConnectionTask) -> None:
         try:
             await conn.run()
         finally:
             self._connections.discard(conn)
+            self._count_changed()
 
-    async def _refuse(
-        self, stream: trio.SocketStream, implicit: bool, peer: tuple[str, int]
-    ) -> None:
+    async def _refuse(self, stream: SocketTransport, implicit: bool, peer: tuple[str, int]) -> None:
         self.logger.warn(
-            f"Connection refused: peer={_hostport(peer)} (max_connections "
+            f"Connection refused: peer={hostport(peer)} (max_connections "
             f"{self.config.max_connections} reached)"
         )
         try:
             with trio.move_on_after(_REFUSE_TIMEOUT):
                 try:
                     if not implicit:
-                        await stream.send_all(_BUSY.to_bytes())
-                except (trio.BrokenResourceError, OSError):
+                        await stream.send_all(BUSY.to_bytes())
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-            await trio.aclose_forcefully(stream)
         finally:
+            stream.close()
             self._refusing -= 1
-
-    def _admit_ip(self, ip: str) -> bool:
-        if self._per_ip[ip] >= self.config.max_connections_per_ip:
-            self.logger.warn(
-                f"Connection refused: {ip} has {self._per_ip[ip]} connections "
-                f"(max_connections_per_ip {self.config.max_connections_per_ip})"
-            )
-            return False
-        self._per_ip[ip] += 1
-        return True
-
-    def _release_ip(self, ip: str) -> None:
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
-
-    def _proxy_trusted(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self.config.proxy_from)
 
     def shutdown(self) -> None:
         """Stop gracefully: stop accepting, let transactions finish, then 421.
 
-        Safe to call from the server's own Trio run, from a signal handler task, and
-        from another thread.
+        Safe to call from the server's own Trio run, from a signal handler task, from
+        another thread, and from another Trio run (``ThreadedServer.stop()`` inside
+        someone else's ``trio.run``).
         """
         self._shutdown_requested = True
         event = self._shutdown_event
-        if event is None:
-            return
         token = self._token
+        if event is None or token is None:
+            return
         try:
-            trio.lowlevel.current_trio_token()
-            in_run = True
+            current: trio.lowlevel.TrioToken | None = trio.lowlevel.current_trio_token()
         except RuntimeError:
-            in_run = False
-        if in_run:
+            current = None
+        if current is token:
             event.set()
-        elif token is not None:
-            try:
-                token.run_sync_soon(event.set)
-            except trio.RunFinishedError:
-                pass
+            return
+        try:
+            token.run_sync_soon(event.set)
+        except trio.RunFinishedError:
+            pass
 
     def run(self) -> None:
         """Serve until SIGINT or SIGTERM, then shut down gracefully (blocking).
@@ -370,31 +392,3 @@ class Server:
             nursery.start_soon(watch)
             await self.serve()
             nursery.cancel_scope.cancel()
-
-
-async def _reuse_port_listener(host: str, port: int) -> trio.SocketListener:
-    """A listener that shares its port with other processes (``--workers``)."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise OSError(errno.ENOTSUP, "SO_REUSEPORT is not available on this platform")
-    infos = await trio.socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST
-    )
-    family, type_, proto, _, sockaddr = infos[0]
-    sock = trio.socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        await sock.bind(sockaddr)
-        sock.listen(_BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
-
-
-def _addr(name: Any) -> tuple[str, int]:
-    if isinstance(name, tuple) and len(name) >= 2:
-        return (str(name[0]), int(name[1]))
-    return (str(name), 0)

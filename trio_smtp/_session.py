@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -51,12 +51,28 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+class SessionFacts(Protocol):
+    """What the protocol engine knows about the session (:class:`~trio_smtp.engine.Engine`)."""
+
+    @property
+    def helo_name(self) -> str | None: ...
+    @property
+    def esmtp(self) -> bool: ...
+    @property
+    def authenticated_as(self) -> str | None: ...
+    @property
+    def auth_mechanism(self) -> str | None: ...
+
+
 @attrs.define(kw_only=True)
 class Session:
     """One client connection.
 
-    The server creates it when a connection is accepted and updates it as the
-    session moves on; hooks read it as ``ctx.session`` and sinks as ``mail.session``.
+    The server creates it when a connection is accepted; hooks read it as
+    ``ctx.session`` and sinks as ``mail.session``. On a live connection
+    ``helo_name``, ``esmtp``, ``authenticated_as`` and ``auth_mechanism`` are read
+    from the protocol engine, which owns them (and forgets them after STARTTLS);
+    a session built by hand (in a test) keeps the values it was given.
 
     Attributes:
         id: A short unique identifier, used in log lines and ``Received`` headers.
@@ -78,15 +94,36 @@ class Session:
     peer: tuple[str, int]
     local: tuple[str, int] | None = None
     hostname: str = "localhost"
-    helo_name: str | None = None
-    esmtp: bool = False
     lmtp: bool = False
     tls: TLSInfo | None = None
-    authenticated_as: str | None = None
-    auth_mechanism: str | None = None
     proxy: ProxyInfo | None = None
     started_at: datetime.datetime = attrs.field(factory=_utcnow)
     messages: int = 0
+    _helo_name: str | None = attrs.field(default=None, alias="helo_name", repr=False)
+    _esmtp: bool = attrs.field(default=False, alias="esmtp", repr=False)
+    _authenticated_as: str | None = attrs.field(default=None, alias="authenticated_as", repr=False)
+    _auth_mechanism: str | None = attrs.field(default=None, alias="auth_mechanism", repr=False)
+    _facts: SessionFacts | None = attrs.field(default=None, alias="facts", repr=False, eq=False)
+
+    @property
+    def helo_name(self) -> str | None:
+        """The name the client gave in HELO, EHLO or LHLO, or ``None``."""
+        return self._facts.helo_name if self._facts is not None else self._helo_name
+
+    @property
+    def esmtp(self) -> bool:
+        """``True`` once the client used EHLO (or LHLO)."""
+        return self._facts.esmtp if self._facts is not None else self._esmtp
+
+    @property
+    def authenticated_as(self) -> str | None:
+        """The login the client authenticated as, or ``None``."""
+        return self._facts.authenticated_as if self._facts is not None else self._authenticated_as
+
+    @property
+    def auth_mechanism(self) -> str | None:
+        """The SASL mechanism used, or ``None``."""
+        return self._facts.auth_mechanism if self._facts is not None else self._auth_mechanism
 
     @property
     def peer_host(self) -> str:

@@ -259,7 +259,14 @@ async def memory_connection(
     """
     pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
     client_stream, server_stream = pair()
-    task = ConnectionTask(server, server_stream, peer=peer, local=None, implicit_tls=False)
+    task = ConnectionTask(
+        server._connection_settings(),
+        server_stream,
+        peer=peer,
+        local=None,
+        implicit_tls=False,
+        limiter=server.address_limiter,
+    )
     run = ConnectionTaskRun(task)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run.run)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+import weakref
 from typing import Any
 
 import pytest
 import trio
-from _live_server import Client, auth_plain, make_server, memory_connection, running_server
+from _live_server import (
+    CLIENT_TIMEOUT,
+    Client,
+    auth_plain,
+    make_server,
+    memory_connection,
+    running_server,
+)
 
-from trio_smtp import Mail, Reply, Session
-from trio_smtp._connection_task import HookReturnError, HookTimeout
+from trio_smtp import HookReturnError, HookTimeout, Mail, Reply, Session
 
 HOOK_FAILED = (451, "4.3.0 local error in processing; try again later")
 EHLO = "EHLO client.test"
@@ -588,3 +597,137 @@ async def test_auth_falls_back_to_the_authenticator_when_the_hook_returns_none()
         assert (await client.cmd("AUTH PLAIN " + auth_plain("bob", "hunter2")))[0] == 235
         await client.expect(MAIL, 250)
     assert live.logger.find("Authenticated:")
+
+
+# ---------------------------------------------------------------------- sync hooks run in threads
+
+
+async def test_a_blocking_sync_hook_does_not_stall_another_client() -> None:
+    # A plain-function hook blocks on a threading.Event: on the event loop it would
+    # stop every connection; in a worker thread another client is served meanwhile.
+    order: list[str] = []
+    entered = threading.Event()
+    release = threading.Event()
+
+    def rcpt(ctx: Any) -> None:
+        entered.set()
+        release.wait(5)  # released by the test; the bound only ends a broken run
+        order.append("hook returned")
+
+    async with running_server({"RCPT": rcpt}) as live:
+        first = await live.connect()
+        await first.reply()
+        await first.expect(EHLO, 250)
+        await first.expect(MAIL, 250)
+        await first.send(RCPT + "\r\n")
+        assert await trio.to_thread.run_sync(entered.wait, CLIENT_TIMEOUT)
+        second = await live.connect()
+        assert (await second.reply())[0] == 220
+        await second.expect("NOOP", 250)
+        order.append("other client served")
+        release.set()
+        assert (await first.reply())[0] == 250
+    assert order == ["other client served", "hook returned"]
+
+
+async def test_a_sync_hook_that_overruns_hook_timeout_gets_451_and_is_abandoned() -> None:
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def rcpt(ctx: Any) -> None:
+        release.wait(CLIENT_TIMEOUT)
+
+    async def error(exc: BaseException, mail: Any) -> None:
+        errors.append(exc)
+
+    events = {"RCPT": rcpt, "error": error}
+    async with running_server(events, config={"hook_timeout": 0.2}) as live:
+        client = await live.connect()
+        await client.reply()
+        await client.expect(EHLO, 250)
+        await client.expect(MAIL, 250)
+        assert await client.cmd(RCPT) == HOOK_FAILED
+        await client.expect("NOOP", 250)  # the connection goes on
+        release.set()
+    [timeout] = errors
+    assert isinstance(timeout, HookTimeout)
+    assert timeout.event == "RCPT"
+
+
+async def test_a_plain_function_returning_an_awaitable_has_it_awaited() -> None:
+    async def refuse(ctx: Any) -> Reply:
+        return Reply(550, "5.1.1 no such user")
+
+    async with running_server({"RCPT": lambda ctx: refuse(ctx)}) as live:
+        client = await live.connect()
+        await client.reply()
+        await client.expect(EHLO, 250)
+        await client.expect(MAIL, 250)
+        assert await client.cmd(RCPT) == (550, "5.1.1 no such user")
+
+
+# ---------------------------------------------------------------------- what hooks raise
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+async def test_a_hook_raising_systemexit_or_keyboardinterrupt_is_a_hook_failure(
+    exc_type: type[BaseException], kind: str
+) -> None:
+    errors: list[BaseException] = []
+
+    def sync_rcpt(ctx: Any) -> None:
+        raise exc_type(3)
+
+    async def async_rcpt(ctx: Any) -> None:
+        raise exc_type(3)
+
+    async def error(exc: BaseException, mail: Any) -> None:
+        errors.append(exc)
+
+    rcpt = sync_rcpt if kind == "sync" else async_rcpt
+    async with running_server({"RCPT": rcpt, "error": error}) as live:
+        client = await live.connect()
+        await client.reply()
+        await client.expect(EHLO, 250)
+        await client.expect(MAIL, 250)
+        assert await client.cmd(RCPT) == HOOK_FAILED
+        await client.expect("NOOP", 250)
+        # The server is still serving: a new connection is greeted.
+        other = await live.connect()
+        assert (await other.reply())[0] == 220
+        await other.expect("QUIT", 221)
+    assert [type(e) for e in errors] == [exc_type]
+
+
+SPAM = Reply(550, "5.7.1 looks like spam")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_module_level_reply_raised_by_a_hook_keeps_no_mail_alive(kind: str) -> None:
+    # ``raise SPAM`` attaches the raising frames (and the mail in them) to the shared
+    # exception; each raise chains the last. The server must not keep them.
+    seen: list[weakref.ref[Mail]] = []
+
+    def sync_done(mail: Mail) -> None:
+        seen.append(weakref.ref(mail))
+        raise SPAM
+
+    async def async_done(mail: Mail) -> None:
+        seen.append(weakref.ref(mail))
+        raise SPAM
+
+    done = sync_done if kind == "sync" else async_done
+    async with running_server({"done": done}) as live:
+        client = await live.connect()
+        await client.reply()
+        await client.expect(EHLO, 250)
+        for i in range(3):
+            body = f"Subject: {i}\r\n\r\n".encode() + b"x" * 70 + b"\r\n"
+            code, _ = await client.transaction(body)
+            assert code == 550
+        await client.expect("QUIT", 221)
+        await live.server.wait_connections(0)
+    gc.collect()
+    assert len(seen) == 3
+    assert [ref() for ref in seen] == [None, None, None]

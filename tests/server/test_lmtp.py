@@ -9,8 +9,7 @@ import pytest
 import trio
 from _live_server import Client, Live, running_server
 
-from trio_smtp import Mail, Reply
-from trio_smtp._connection_task import HookReturnError
+from trio_smtp import HookReturnError, Mail, Reply
 
 LMTP = {"lmtp": True}
 RCPTS = ("one@y.test", "two@y.test", "three@y.test")

@@ -182,3 +182,59 @@ async def test_serve_returns_once_every_connection_is_gone(grace: float) -> None
     # running_server waited for serve() to return: nothing may be left running.
     assert live.server.connections == 0
     assert live.logger.find("Server shutting down: ", "log")
+
+
+def test_threaded_server_stop_from_inside_another_trio_run() -> None:
+    # ThreadedServer.stop() in a Trio program (a pytest-trio test, an app under test):
+    # shutdown() runs in a Trio run that is not the server's.
+    from trio_smtp.testing import ThreadedServer
+
+    async def main() -> None:
+        smtp = ThreadedServer().start()
+        thread = smtp._thread
+        assert thread is not None
+        smtp.stop()
+        assert not thread.is_alive()
+
+    trio.run(main)
+
+
+async def test_the_close_hook_after_the_grace_is_bounded_by_it() -> None:
+    # A transaction outlives the grace: the connection is cancelled, and its close
+    # hook must not run for hook_timeout (an hour here) inside the shield.
+    outcome: list[str] = []
+
+    async def close(session: Any) -> None:
+        try:
+            await trio.sleep(30)
+            outcome.append("ran to the end")
+        except trio.Cancelled:
+            outcome.append("cancelled")
+            raise
+
+    config = {"shutdown_grace": 0.2, "hook_timeout": 3600}
+    async with running_server({"close": close}, config=config) as live:
+        client = await live.connect()
+        await client.reply()
+        await client.expect("EHLO client.test", 250)
+        await client.expect("MAIL FROM:<a@x.test>", 250)
+        live.server.shutdown()
+        assert await client.reply() == SHUTTING_DOWN
+    # running_server returned: serve() ended, so the close hook has ended too.
+    assert outcome == ["cancelled"]
+
+
+async def test_wait_connections_follows_the_count() -> None:
+    async with running_server() as live:
+        await live.server.wait_connections(0)
+        first = await live.connect()
+        second = await live.connect()
+        await live.server.wait_connections(2)
+        assert live.server.connections == 2
+        await first.reply()
+        await first.expect("QUIT", 221)
+        await live.server.wait_connections(1)
+        await second.reply()
+        await second.expect("QUIT", 221)
+        await live.server.wait_connections(0)
+        assert live.server.connections == 0

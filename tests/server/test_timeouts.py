@@ -14,8 +14,8 @@ import trio
 import trio.testing
 from _live_server import Client, make_server, memory_connection, running_server
 
-from trio_smtp import Mail
-from trio_smtp._connection_task import FAREWELL_TIMEOUT, HookTimeout
+from trio_smtp import HookTimeout, Mail
+from trio_smtp._connection_task import FAREWELL_TIMEOUT
 
 IDLE = (421, "4.4.2 timeout waiting for a command; closing connection")
 SLOW_DATA = (421, "4.4.2 timeout waiting for message data; closing connection")
@@ -189,7 +189,12 @@ async def test_hook_timeout_with_the_autojump_clock(autojump_clock: Any) -> None
     async def rcpt(ctx: Any) -> None:
         await trio.sleep_forever()
 
-    srv, _, _ = server({"RCPT": rcpt, "error": lambda exc, mail: errors.append(exc)})
+    async def error(exc: BaseException, mail: Any) -> None:
+        # Async: a plain function runs in a worker thread, and the autojump clock
+        # jumps while the loop waits for a thread.
+        errors.append(exc)
+
+    srv, _, _ = server({"RCPT": rcpt, "error": error})
     hook_timeout = srv.config.hook_timeout
     async with memory_connection(srv) as (client, _run):
         await client.reply()
