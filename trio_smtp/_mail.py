@@ -16,6 +16,7 @@ from ._spool import Body, BodyReader
 
 if TYPE_CHECKING:
     from ._session import Session
+    from .verify import AuthResults
 
 
 def _utcnow() -> datetime.datetime:
@@ -60,6 +61,7 @@ class Mail:
         envid: The decoded DSN ``ENVID`` or ``None``.
         auth: The decoded ``AUTH=`` value of MAIL, or ``None``.
         received_at: When the transaction started (UTC).
+        auth_results: What ``verify`` found (SPF, DKIM, DMARC, ARC), or ``None``.
     """
 
     id: str
@@ -76,6 +78,7 @@ class Mail:
     envid: str | None = None
     auth: str | None = None
     received_at: datetime.datetime = attrs.field(factory=_utcnow)
+    auth_results: AuthResults | None = None
     _message: email.message.EmailMessage | None = attrs.field(default=None, alias="_message")
 
     @property
