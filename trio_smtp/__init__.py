@@ -14,14 +14,23 @@ from .engine import Reply as Reply
 
 
 def _version() -> str:
-    # One version: the one the package was installed with (pyproject.toml). Read
-    # on first use: importlib.metadata imports socket and email, which
-    # ``import trio_smtp.engine`` must not.
+    # One version: pyproject.toml's, as the installed distribution records it (or,
+    # run from a checkout, as pyproject.toml says). Read on first use:
+    # importlib.metadata imports socket and email, which ``import trio_smtp.engine``
+    # must not.
     import importlib.metadata
 
     try:
         return importlib.metadata.version("trio_smtp")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    import pathlib
+    import tomllib
+
+    try:
+        with (pathlib.Path(__file__).parent.parent / "pyproject.toml").open("rb") as f:
+            return str(tomllib.load(f)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
         return "0.0.0+unknown"
 
 
