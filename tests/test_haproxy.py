@@ -25,10 +25,11 @@ import trio
 from conftest import require_tool
 
 sys.path.insert(0, str(Path(__file__).parent / "abuse"))
-from _abuse_harness import RawClient, make_message, running_server, settle
+from _abuse_harness import make_message, running_server, settle
 
 from trio_smtp import Mail
 from trio_smtp.sinks import MaildirSink
+from trio_smtp.testing import SMTPClient
 
 CLIENT_IP = "127.0.0.2"
 VERSIONS = {"send-proxy": 1, "send-proxy-v2": 2}
@@ -165,14 +166,14 @@ async def test_per_address_limit_counts_the_real_client_behind_haproxy(tmp_path:
     async with running_server(config) as srv:
         async with haproxy(tmp_path, srv.port) as ports:
             front = ports["send-proxy-v2"]
-            first = await RawClient.connect(front, source=CLIENT_IP)
+            first = await SMTPClient.connect("127.0.0.1", front, source=CLIENT_IP)
             assert (await first.reply()).code == 220
             # The same client again: over its quota, though HAProxy's address is shared.
-            again = await RawClient.connect(front, source=CLIENT_IP)
+            again = await SMTPClient.connect("127.0.0.1", front, source=CLIENT_IP)
             reply = await again.reply()
             assert reply.lines == [b"421 4.7.0 too many connections from your address"]
             # Another client through the same HAProxy is not counted against the first.
-            other = await RawClient.connect(front, source="127.0.0.3")
+            other = await SMTPClient.connect("127.0.0.1", front, source="127.0.0.3")
             assert (await other.reply()).code == 220
             for client in (first, again, other):
                 await client.aclose()
@@ -214,7 +215,7 @@ async def test_connection_without_a_valid_header_is_closed_without_greeting(
     config = {"proxy_protocol": True, "proxy_timeout": 5.0}
     async with running_server(config, events={"connect": seen.append}) as srv:
         with _no_greeting_expected(seen):
-            client = await srv.client()
+            client = await srv.connect()
             await client.send(first_bytes)
             assert await client.expect_closed(within=5.0) == b""
             await srv.wait_idle()
@@ -226,7 +227,7 @@ async def test_connection_that_sends_nothing_is_closed_at_the_proxy_timeout() ->
     config = {"proxy_protocol": True, "proxy_timeout": 0.3}
     async with running_server(config, events={"connect": seen.append}) as srv:
         with _no_greeting_expected(seen):
-            client = await srv.client()
+            client = await srv.connect()
             assert await client.expect_closed(within=5.0) == b""
             await srv.wait_idle()
 
@@ -237,7 +238,7 @@ async def test_header_from_an_untrusted_address_is_closed_without_greeting(heade
     config = {"proxy_protocol": True, "proxy_from": ["10.9.9.9/32"]}
     async with running_server(config, events={"connect": seen.append}) as srv:
         with _no_greeting_expected(seen):
-            client = await srv.client()
+            client = await srv.connect()
             with contextlib.suppress(trio.BrokenResourceError):
                 await client.send(header + b"EHLO client.test\r\n")
             assert await client.expect_closed(within=5.0) == b""
@@ -254,7 +255,7 @@ async def test_valid_header_from_a_trusted_address_is_greeted_and_names_the_clie
     async with running_server(
         {"proxy_protocol": True}, events={"connect": lambda s: peers.append(s.peer)}
     ) as srv:
-        client = await srv.client()
+        client = await srv.connect()
         await client.send(header + b"EHLO client.test\r\n")
         assert (await client.reply()).code == 220
         assert (await client.reply()).code == 250

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import resource
 import smtplib
-import socket
-import struct
 from collections.abc import AsyncIterator, Callable, Mapping
 from email.message import EmailMessage
 from typing import Any, Final
@@ -29,74 +26,12 @@ import attrs
 import pytest
 import trio
 
-from trio_smtp import Server
-from trio_smtp.sinks import MemorySink
+from trio_smtp.testing import RecordingLogger, SMTPTestServer, serving
 
-#: One reply line: RFC 5321 §4.2: a 3-digit code, then SP (last line) or "-" (more lines).
-REPLY_LINE: Final = re.compile(rb"^(\d{3})([ -])(.*)$")
 #: How long any single wait in these tests may take before the test is declared hung.
 HANG: Final = 20.0
 #: Log fragments that must never appear: a bug escaped to the connection boundary.
 FORBIDDEN_LOG: Final = ("internal error", "Traceback")
-
-
-class RecordingLogger:
-    """A logger that keeps every line (``level, message``) but debug ones, for assertions.
-
-    Debug lines (one per refused command) are only counted: an attack of 10,000
-    commands must not fill the test's own memory and hide the server's.
-    """
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self.debug_lines = 0
-
-    def _keep(self, level: str, message: str) -> None:
-        self.lines.append((level, message))
-
-    def fatal(self, message: str) -> None:
-        self._keep("fatal", message)
-
-    def error(self, message: str) -> None:
-        self._keep("error", message)
-
-    def warn(self, message: str) -> None:
-        self._keep("warn", message)
-
-    def info(self, message: str) -> None:
-        self._keep("info", message)
-
-    def log(self, message: str) -> None:
-        self._keep("log", message)
-
-    def debug(self, message: str) -> None:
-        self.debug_lines += 1
-
-    def matching(self, fragment: str) -> list[str]:
-        """The messages that contain ``fragment``."""
-        return [m for _, m in self.lines if fragment in m]
-
-
-@attrs.define
-class Running:
-    """A server under test and what it is connected to."""
-
-    server: Server
-    host: str
-    port: int
-    sink: Any
-    logger: RecordingLogger
-    clients: list[RawClient] = attrs.field(factory=list)
-
-    async def client(self, *, source: str | None = None) -> RawClient:
-        """A raw client connected to this server, closed when the server stops."""
-        client = await RawClient.connect(self.port, source=source)
-        self.clients.append(client)
-        return client
-
-    async def wait_idle(self, within: float = HANG) -> None:
-        """Wait until the server holds no connection at all."""
-        await settle(lambda: self.server.connections == 0, within)
 
 
 @contextlib.asynccontextmanager
@@ -107,162 +42,31 @@ async def running_server(
     sink: Any = None,
     data: Callable[[], Any] | None = None,
     internal_errors: bool = False,
-) -> AsyncIterator[Running]:
-    """Serve on 127.0.0.1, port 0, for the body of the ``async with``.
+) -> AsyncIterator[SMTPTestServer]:
+    """:func:`trio_smtp.testing.serving` with limits no attack here reaches by accident.
 
-    Limits default to values no attack here reaches by accident (many connections
-    from one address), so each test sets exactly the limit it attacks. On exit the
-    server is shut down and its log is checked for escaped internal errors (unless
+    Limits default to values no attack reaches by accident (many connections from one
+    address), so each test sets exactly the limit it attacks. Debug lines (one per
+    refused command) are only counted, so 10,000 bad commands do not fill the test's
+    memory. On exit the log is checked for escaped internal errors (unless
     ``internal_errors`` says the test provokes them on purpose).
     """
-    logger = RecordingLogger()
-    cfg: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
+    logger = RecordingLogger(keep_debug=False)
+    deps: dict[str, Any] = {"logger": logger}
+    if sink is not None:
+        deps["sink"] = sink
+    schema: dict[str, Any] = {"events": dict(events or {}), "data": data}
+    cfg = {
         "hostname": "mx.test",
-        "shutdown_grace": 1.0,
         "max_connections": 5000,
         "max_connections_per_ip": 5000,
         **(config or {}),
     }
-    server = Server(
-        {"events": dict(events or {}), "config": cfg, "data": data},
-        {"sink": sink if sink is not None else MemorySink(), "logger": logger},
-    )
-    async with trio.open_nursery() as nursery:
-        (host, port), *_ = await nursery.start(server.serve)
-        running = Running(server, host, port, server.sink, logger)
-        try:
-            yield running
-        finally:
-            for client in running.clients:
-                await trio.aclose_forcefully(client.stream)
-            server.shutdown()
+    # faults=False: attacks go through the server's own paths, not hook wrappers.
+    async with serving(schema, deps, faults=False, **cfg) as srv:
+        yield srv
     for fragment in FORBIDDEN_LOG if not internal_errors else ():
         assert not logger.matching(fragment), logger.matching(fragment)
-
-
-# ---------------------------------------------------------------------- raw attackers
-
-
-class Closed(Exception):
-    """The server closed the connection (or reset it) before a whole reply came."""
-
-
-@attrs.define
-class Reply:
-    """One whole reply as read off the wire."""
-
-    code: int
-    lines: list[bytes]
-
-    @property
-    def text(self) -> bytes:
-        """Every line's text after the code and separator, joined by LF."""
-        return b"\n".join(line[4:] for line in self.lines)
-
-    def __str__(self) -> str:
-        return b" | ".join(self.lines).decode("utf-8", "replace")
-
-
-class RawClient:
-    """A byte-level client on a real socket, for speaking anything but good SMTP."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buf = bytearray()
-
-    @classmethod
-    async def connect(cls, port: int, *, source: str | None = None) -> RawClient:
-        stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
-        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(stream)
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def _fill(self) -> None:
-        try:
-            chunk = await self.stream.receive_some(65536)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise Closed("connection reset") from exc
-        if not chunk:
-            raise Closed(f"end of file; unread: {bytes(self.buf[:80])!r}")
-        self.buf += chunk
-
-    async def line(self) -> bytes:
-        """One line without its CRLF; asserts it is a well-formed reply line."""
-        while True:
-            idx = self.buf.find(b"\r\n")
-            if idx >= 0:
-                line = bytes(self.buf[:idx])
-                del self.buf[: idx + 2]
-                assert REPLY_LINE.match(line), f"malformed reply line {line!r}"
-                return line
-            assert len(self.buf) < 4096, f"runaway reply line {bytes(self.buf[:80])!r}"
-            await self._fill()
-
-    async def reply(self) -> Reply:
-        """One whole (maybe multi-line) reply; every line must carry the same code."""
-        lines = [await self.line()]
-        while lines[-1][3:4] == b"-":
-            lines.append(await self.line())
-        codes = {line[:3] for line in lines}
-        assert len(codes) == 1, f"reply lines with different codes: {lines!r}"
-        return Reply(int(lines[0][:3]), lines)
-
-    async def command(self, line: bytes) -> Reply:
-        """Send one command line and read its reply."""
-        await self.send(line + b"\r\n")
-        return await self.reply()
-
-    async def expect_closed(self, within: float = HANG) -> bytes:
-        """Read until the server closes; return what came before the end (no reply parsing)."""
-        data = bytes(self.buf)
-        self.buf.clear()
-        with trio.fail_after(within):
-            while True:
-                try:
-                    chunk = await self.stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return data
-                if not chunk:
-                    return data
-                data += chunk
-
-    async def greet(self, helo: bytes = b"EHLO attacker.test") -> None:
-        """Read the greeting and say EHLO, asserting both succeed."""
-        greeting = await self.reply()
-        assert greeting.code == 220, greeting
-        reply = await self.command(helo)
-        assert reply.code == 250, reply
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-    def reset(self) -> None:
-        """Abort the connection with a TCP RST instead of a FIN (SO_LINGER 0)."""
-        sock = self.stream.socket
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
-
-
-def parse_replies(data: bytes) -> list[Reply]:
-    """Split raw server output into replies, asserting every line is well formed."""
-    replies: list[Reply] = []
-    pending: list[bytes] = []
-    lines = data.split(b"\r\n")
-    assert lines[-1] == b"", f"output does not end with CRLF: {data[-80:]!r}"
-    for line in lines[:-1]:
-        assert REPLY_LINE.match(line), f"malformed reply line {line!r}"
-        if pending:
-            assert line[:3] == pending[0][:3], f"code changed inside a reply: {[*pending, line]!r}"
-        pending.append(line)
-        if line[3:4] == b" ":
-            replies.append(Reply(int(line[:3]), pending))
-            pending = []
-    assert not pending, f"unfinished multi-line reply {pending!r}"
-    return replies
 
 
 # ---------------------------------------------------------------------- ordinary clients

@@ -21,14 +21,15 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from _abuse_harness import RawClient, Running, ordinary_traffic, running_server
+from _abuse_harness import ordinary_traffic, running_server
 
 from trio_smtp import Mail
+from trio_smtp.testing import SMTPClient, SMTPTestServer
 
 BODY = b"Subject: reset\r\n\r\nline one\r\nline two\r\n"
 
 
-async def _to(point: str, client: RawClient) -> None:
+async def _to(point: str, client: SMTPClient) -> None:
     """Drive a transaction up to ``point``; the caller then resets the connection."""
     assert (await client.reply()).code == 220
     if point == "after-greeting":
@@ -65,9 +66,9 @@ POINTS_WITHOUT_DELIVERY = [
 ]
 
 
-async def _reset_at(srv: Running, point: str, n: int) -> None:
+async def _reset_at(srv: SMTPTestServer, point: str, n: int) -> None:
     async def one() -> None:
-        client = await RawClient.connect(srv.port)
+        client = await SMTPClient.connect("127.0.0.1", srv.port)
         await _to(point, client)
         client.reset()
 

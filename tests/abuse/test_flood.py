@@ -14,21 +14,15 @@ import tracemalloc
 
 import pytest
 import trio
-from _abuse_harness import (
-    Closed,
-    RawClient,
-    raise_fd_limit,
-    running_server,
-    send_mail,
-    settle,
-    tasks_living,
-)
+from _abuse_harness import raise_fd_limit, running_server, send_mail, settle, tasks_living
+
+from trio_smtp.testing import ServerClosed, SMTPClient
 
 MAX_CONNECTIONS = 50
 
 
-async def _open(port: int, results: list[int], held: list[RawClient]) -> None:
-    client = await RawClient.connect(port)
+async def _open(port: int, results: list[int], held: list[SMTPClient]) -> None:
+    client = await SMTPClient.connect("127.0.0.1", port)
     reply = await client.reply()
     results.append(reply.code)
     if reply.code == 220:
@@ -39,9 +33,9 @@ async def _open(port: int, results: list[int], held: list[RawClient]) -> None:
     await client.aclose()
 
 
-async def _flood(port: int, n: int) -> tuple[list[int], list[RawClient]]:
+async def _flood(port: int, n: int) -> tuple[list[int], list[SMTPClient]]:
     results: list[int] = []
-    held: list[RawClient] = []
+    held: list[SMTPClient] = []
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             for _ in range(n):
@@ -99,14 +93,14 @@ async def test_flood_from_one_address_does_not_lock_out_other_addresses() -> Non
     config = {"max_connections_per_ip": per_ip, "command_timeout": 30.0}
     async with running_server(config) as srv:
         baseline_tasks = tasks_living()
-        held: list[RawClient] = []
+        held: list[SMTPClient] = []
         codes: list[bytes] = []
 
         async def attacker() -> None:
-            client = await RawClient.connect(srv.port)
+            client = await SMTPClient.connect("127.0.0.1", srv.port)
             try:
                 reply = await client.reply()
-            except Closed:
+            except ServerClosed:
                 codes.append(b"closed")
                 return
             codes.append(reply.lines[0][:9])

@@ -12,10 +12,11 @@ import functools
 from typing import Any
 
 import trio
-from _abuse_harness import HANG, Running, running_server, send_mail
+from _abuse_harness import HANG, running_server, send_mail
 
 from trio_smtp import Mail, Reply
 from trio_smtp.sinks import MemorySink
+from trio_smtp.testing import SMTPTestServer
 
 HOOK_TIMEOUT = 1.0
 HOOK_FAILED = b"451 4.3.0 local error in processing; try again later"
@@ -89,13 +90,13 @@ class Hooks:
         return {"MAIL": self.mail, "RCPT": self.rcpt, "done": self.done, "error": self.error}
 
 
-async def _send_ordinary(srv: Running, n: int) -> None:
+async def _send_ordinary(srv: SMTPTestServer, n: int) -> None:
     for i in range(n):
         await trio.to_thread.run_sync(functools.partial(send_mail, srv.port, subject=f"p{i}"))
 
 
-async def _hung_rcpt(srv: Running, cut: list[bytes]) -> None:
-    client = await srv.client()
+async def _hung_rcpt(srv: SMTPTestServer, cut: list[bytes]) -> None:
+    client = await srv.connect()
     await client.greet()
     assert (await client.command(b"MAIL FROM:<ann@example.org>")).code == 250
     reply = await client.command(b"RCPT TO:<hang@example.net>")
@@ -137,7 +138,7 @@ async def test_raising_hooks_get_451_and_the_error_event_while_others_are_served
     async with running_server({"hook_timeout": HOOK_TIMEOUT}, events=hooks.events()) as srv:
 
         async def raiser() -> None:
-            client = await srv.client()
+            client = await srv.connect()
             await client.greet()
             for _ in range(5):
                 # A plain hook that raises on MAIL ...
@@ -171,7 +172,7 @@ async def test_slow_hooks_run_concurrently_not_one_after_another() -> None:
         answered: list[int] = []
 
         async def slow() -> None:
-            client = await srv.client()
+            client = await srv.connect()
             await client.greet()
             assert (await client.command(b"MAIL FROM:<ann@example.org>")).code == 250
             answered.append((await client.command(b"RCPT TO:<slow@example.net>")).code)
@@ -191,7 +192,7 @@ async def test_hung_done_hooks_get_451_after_the_dot_and_nothing_is_acknowledged
         replies: list[bytes] = []
 
         async def hung_done() -> None:
-            client = await srv.client()
+            client = await srv.connect()
             await client.greet()
             for line in (b"MAIL FROM:<hang@example.org>", b"RCPT TO:<bob@example.net>"):
                 assert (await client.command(line)).code == 250
@@ -229,7 +230,7 @@ async def test_a_data_factory_that_raises_refuses_its_connection_not_the_server(
         codes: list[bytes] = []
 
         async def connect() -> None:
-            client = await srv.client()
+            client = await srv.connect()
             reply = await client.reply()
             codes.append(reply.lines[0])
             if reply.code == 220:

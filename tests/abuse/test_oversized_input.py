@@ -15,13 +15,9 @@ import tracemalloc
 
 import pytest
 import trio
-from _abuse_harness import (
-    RawClient,
-    make_message,
-    ordinary_traffic,
-    parse_replies,
-    running_server,
-)
+from _abuse_harness import make_message, ordinary_traffic, running_server
+
+from trio_smtp.testing import SMTPClient, parse_replies
 
 MiB = 1024 * 1024
 
@@ -42,7 +38,7 @@ class PeakMemory:
 
 
 async def _send_concurrently(
-    client: RawClient, data: bytes, n_replies: int
+    client: SMTPClient, data: bytes, n_replies: int
 ) -> tuple[list[bytes], collections.Counter[bytes]]:
     """Send ``data`` while reading ``n_replies`` replies, so neither side's buffer jams.
 
@@ -67,7 +63,7 @@ async def _send_concurrently(
 
 async def test_giant_command_line_gets_500_5_5_6_and_the_connection_stays_usable() -> None:
     async with running_server() as srv, ordinary_traffic(srv.port) as traffic:
-        client = await srv.client()
+        client = await srv.connect()
         await client.greet()
         with PeakMemory() as mem:
             for _ in range(16):
@@ -90,7 +86,7 @@ async def test_giant_message_gets_552_after_the_dot_and_the_connection_stays_usa
     limit = MiB
     config = {"max_message_size": limit, "max_line_length": None}
     async with running_server(config) as srv, ordinary_traffic(srv.port) as traffic:
-        client = await srv.client()
+        client = await srv.connect()
         await client.greet()
         # No SIZE parameter: the server only learns the size as the body streams in.
         for line in (b"MAIL FROM:<big@example.org>", b"RCPT TO:<bob@example.net>"):
@@ -141,7 +137,7 @@ async def test_ten_thousand_recipients_get_452_past_the_limit_and_the_first_ones
 ):
     n, limit = 10_000, 100
     async with running_server({"max_recipients": limit}) as srv, ordinary_traffic(srv.port) as t:
-        client = await srv.client()
+        client = await srv.connect()
         await client.greet()
         assert (await client.command(b"MAIL FROM:<ann@example.org>")).code == 250
         # RFC 2920: RCPT may be pipelined; all 10,000 go in one stream.
@@ -167,7 +163,7 @@ async def test_ten_thousand_recipients_get_452_past_the_limit_and_the_first_ones
 async def test_ten_thousand_pipelined_noops_each_get_250() -> None:
     n = 10_000
     async with running_server() as srv, ordinary_traffic(srv.port) as traffic:
-        client = await srv.client()
+        client = await srv.connect()
         await client.greet()
         with PeakMemory() as mem:
             _, counts = await _send_concurrently(client, b"NOOP\r\n" * n, n)
@@ -184,7 +180,7 @@ async def test_binary_garbage_gets_error_replies_then_421_and_close(seed: int) -
     rng = random.Random(seed)
     garbage = rng.randbytes(256 * 1024)
     async with running_server({"command_timeout": 2.0}) as srv, ordinary_traffic(srv.port) as t:
-        client = await srv.client()
+        client = await srv.connect()
         assert (await client.reply()).code == 220
         try:
             await client.send(garbage)
@@ -216,7 +212,7 @@ async def test_tls_client_hello_on_the_plain_port_is_closed_cleanly() -> None:
     async with running_server({"command_timeout": 30.0}) as srv, ordinary_traffic(srv.port) as t:
         # A raw ClientHello is recognised at once (no waiting for a line end that may
         # never come, nor for the command timeout): one 421, then the server hangs up.
-        client = await srv.client()
+        client = await srv.connect()
         await client.send(_client_hello())
         output = await client.expect_closed(within=5.0)
         await client.aclose()
@@ -248,7 +244,7 @@ async def test_tls_client_hello_on_the_plain_port_is_closed_cleanly() -> None:
 )
 async def test_http_request_gets_421_and_close(request_bytes: bytes) -> None:
     async with running_server() as srv, ordinary_traffic(srv.port) as traffic:
-        client = await srv.client()
+        client = await srv.connect()
         assert (await client.reply()).code == 220
         await client.send(request_bytes)
         output = await client.expect_closed(within=5.0)

@@ -9,20 +9,16 @@ every attacker is cut at the timeout with ``421 4.4.2`` however steadily it tric
 from __future__ import annotations
 
 import trio
-from _abuse_harness import (
-    HANG,
-    RawClient,
-    ordinary_traffic,
-    raise_fd_limit,
-    running_server,
-)
+from _abuse_harness import HANG, ordinary_traffic, raise_fd_limit, running_server
+
+from trio_smtp.testing import SMTPClient
 
 COMMAND_TIMEOUT = 1.0
 DRIBBLE_EVERY = 0.1
 
 
 async def _dribbler(port: int, payload: bytes, *, data_phase: bool, cut: list[bytes]) -> None:
-    client = await RawClient.connect(port)
+    client = await SMTPClient.connect("127.0.0.1", port)
     await client.greet()
     if data_phase:
         for line in (b"MAIL FROM:<slow@attacker.test>", b"RCPT TO:<bob@example.net>"):

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import pytest
 import trio
-from _abuse_harness import RawClient, Running, ordinary_traffic, running_server
+from _abuse_harness import ordinary_traffic, running_server
+
+from trio_smtp.testing import SMTPClient, SMTPTestServer
 
 FAKE_ENDS = {
     "LF.LF": b"\n.\n",
@@ -32,8 +34,8 @@ SMUGGLED = (
 )
 
 
-async def _open_transaction(srv: Running) -> RawClient:
-    client = await srv.client()
+async def _open_transaction(srv: SMTPTestServer) -> SMTPClient:
+    client = await srv.connect()
     await client.greet()
     for line in (b"MAIL FROM:<ann@example.org>", b"RCPT TO:<bob@example.net>"):
         assert (await client.command(line)).code == 250
@@ -41,7 +43,7 @@ async def _open_transaction(srv: Running) -> RawClient:
     return client
 
 
-async def _send_body(client: RawClient, body: bytes, split: str) -> None:
+async def _send_body(client: SMTPClient, body: bytes, split: str) -> None:
     if split == "one-write":
         await client.send(body)
         return
@@ -63,7 +65,7 @@ async def test_fake_end_of_data_delivers_exactly_one_message_with_the_smuggled_t
             reply = await client.reply()
             assert reply.code == 250, reply
             # Nothing more was answered: no 250/354 for forged MAIL, RCPT or DATA.
-            assert client.buf == b""
+            assert client.buffer == b""
             assert (await client.command(b"QUIT")).code == 221
             assert await client.expect_closed() == b""
         traffic.stop()
@@ -89,7 +91,7 @@ async def test_fake_end_of_data_under_bare_lf_reject_is_550_and_nothing_is_deliv
         with trio.fail_after(10):
             reply = await client.reply()
             assert reply.lines[0].startswith(b"550 5.6.0"), reply
-            assert client.buf == b""
+            assert client.buffer == b""
             # The session goes on, and the forged transaction was never run: RCPT now
             # needs a MAIL first.
             assert (await client.command(b"RCPT TO:<victim@example.net>")).code == 503

@@ -271,3 +271,33 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][:1] != "Z"
     except OSError:
         return False
+
+
+# Moved from test_review_regressions.py
+
+
+def test_workers_with_a_bad_auth_file_exit_2_instead_of_restarting_forever(
+    tmp_path: Path,
+) -> None:
+    auth = tmp_path / "users"
+    auth.write_text("no colon here\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trio_smtp",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--auth-file",
+            str(auth),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "expected user:password" in result.stderr
+    assert "Supervisor" not in result.stderr

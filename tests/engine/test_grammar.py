@@ -541,3 +541,22 @@ def test_orcpt_type_is_ascii_only() -> None:
     out, event = rcpt("RCPT TO:<b@c> ORCPT=rfc\u212a;b@c".encode(), mail_line=utf8)
     assert out == b"501 5.5.4 bad ORCPT value\r\n"
     assert event is None
+
+
+# Moved from test_review_regressions.py
+
+
+def test_size_with_a_non_ascii_digit_is_a_501_not_a_crash() -> None:
+    # "²".isdigit() is True but int("²") raises: the engine must answer, not raise.
+    from trio_smtp.engine import NEED_DATA, CommandRejected, Engine
+
+    engine = Engine()
+    engine.greet()
+    engine.receive_data("EHLO x\r\nMAIL FROM:<a@b.test> SIZE=\u00b2\r\n".encode())
+    engine.next_event()
+    engine.respond()
+    event = engine.next_event()
+    assert isinstance(event, CommandRejected)
+    assert event.reply.code == 501
+    assert engine.next_event() is NEED_DATA
+    assert engine.data_to_send().endswith(b"501 5.5.4 bad SIZE value\r\n")

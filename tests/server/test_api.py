@@ -430,3 +430,16 @@ def test_mail_repr_is_short() -> None:
 
     mail = Mail(id="Q1", session=Session(id="S1", peer=("192.0.2.1", 1)), content=b"x" * 10_000)
     assert repr(mail) == "<Mail Q1 from='' to=[] size=10000>"
+
+
+# Moved from test_review_regressions.py
+
+
+def test_auth_mechanisms_are_checked_and_upper_cased() -> None:
+    import pytest
+
+    from trio_smtp import ServerConfig
+
+    assert ServerConfig(auth_mechanisms=["plain", "Login"]).auth_mechanisms == ("PLAIN", "LOGIN")
+    with pytest.raises(ValueError, match="unsupported mechanism 'CRAM-MD5'"):
+        ServerConfig(auth_mechanisms=("CRAM-MD5",))

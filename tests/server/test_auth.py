@@ -684,3 +684,70 @@ async def test_session_knows_the_login_until_the_end(
         )
     assert at_rcpt == ["bob"]
     assert at_close == [("bob", "LOGIN")]
+
+
+# An authenticator that fails (moved from test_review_regressions.py)
+
+
+async def test_an_authenticator_that_raises_gets_451_and_the_error_event() -> None:
+    from _live_server import running_server
+
+    errors: list[BaseException] = []
+
+    def authenticator(mechanism: str, login: str, password: str) -> bool:
+        raise ConnectionError("user database unreachable")
+
+    def error(exc: BaseException, mail: Any) -> None:
+        errors.append(exc)
+
+    async with running_server(
+        {"error": error},
+        config={"auth_insecure": True},
+        deps={"authenticator": authenticator},
+    ) as live:
+        client = await live.connect()
+        assert (await client.reply())[0] == 220
+        token = base64.b64encode(b"\0bob\0secret-pw").decode()
+        await client.send(f"EHLO c.test\r\nAUTH PLAIN {token}\r\n".encode())
+        assert (await client.reply())[0] == 250
+        code, text = await client.reply()
+        assert (code, text) == (451, "4.3.0 local error in processing; try again later")
+        # The session goes on, as after a failing hook.
+        await client.send(b"NOOP\r\n")
+        assert (await client.reply())[0] == 250
+    assert [type(e) for e in errors] == [ConnectionError]
+    assert not live.logger.find("internal error")
+    assert not any("secret-pw" in m for m in live.logger.messages())
+
+
+async def test_a_hanging_authenticator_gets_451_at_hook_timeout() -> None:
+    import threading
+
+    import trio
+    from _live_server import running_server
+
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def authenticator(mechanism: str, login: str, password: str) -> bool:
+        release.wait(10)  # a user database that never answers
+        return True
+
+    try:
+        async with running_server(
+            {"error": lambda exc, mail: errors.append(exc)},
+            config={"auth_insecure": True, "hook_timeout": 0.3},
+            deps={"authenticator": authenticator},
+        ) as live:
+            client = await live.connect()
+            assert (await client.reply())[0] == 220
+            token = base64.b64encode(b"\0bob\0pw").decode()
+            await client.send(f"EHLO c.test\r\nAUTH PLAIN {token}\r\n".encode())
+            assert (await client.reply())[0] == 250
+            with trio.fail_after(5):
+                assert (await client.reply())[0] == 451
+            await client.send(b"NOOP\r\n")
+            assert (await client.reply())[0] == 250
+    finally:
+        release.set()
+    assert [type(e).__name__ for e in errors] == ["HookTimeout"]

@@ -238,3 +238,29 @@ async def test_wait_connections_follows_the_count() -> None:
         await second.expect("QUIT", 221)
         await live.server.wait_connections(0)
         assert live.server.connections == 0
+
+
+# Moved from test_review_regressions.py
+
+
+async def test_a_server_serves_again_after_shutdown() -> None:
+    import smtplib
+
+    import trio
+
+    from trio_smtp import Server
+    from trio_smtp.sinks import MemorySink
+
+    sink = MemorySink()
+    server = Server({"config": {"port": 0, "hostname": "mx.test"}}, {"sink": sink})
+    for round_ in range(2):
+        async with trio.open_nursery() as nursery:
+            (_, port), *_ = await nursery.start(server.serve)
+
+            def send(port: int = port, n: int = round_) -> None:
+                with smtplib.SMTP("127.0.0.1", port, timeout=5) as s:
+                    s.sendmail("a@x.test", ["b@y.test"], f"Subject: {n}\r\n\r\nx\r\n".encode())
+
+            await trio.to_thread.run_sync(send)
+            server.shutdown()
+    assert [m.message["Subject"] for m in sink.messages] == ["0", "1"]

@@ -22,6 +22,7 @@ import trustme
 
 from trio_smtp import Reply, Server
 from trio_smtp.sinks.memory import MemorySink
+from trio_smtp.testing import RecordingLogger, SMTPClient, SMTPTestServer, serving
 
 CLIENT_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 0.5
@@ -30,36 +31,8 @@ MESSAGE = b"Subject: hello\r\n\r\nover TLS\r\n"
 # ---------------------------------------------------------------------------- helpers
 
 
-class LineLogger:
-    """A logger object that keeps every line, as ``[level] message``."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def _add(self, level: str, message: str) -> None:
-        self.lines.append(f"[{level}] {message}")
-
-    def fatal(self, message: str) -> None:
-        self._add("fatal", message)
-
-    def error(self, message: str) -> None:
-        self._add("error", message)
-
-    def warn(self, message: str) -> None:
-        self._add("warn", message)
-
-    def info(self, message: str) -> None:
-        self._add("info", message)
-
-    def log(self, message: str) -> None:
-        self._add("log", message)
-
-    def debug(self, message: str) -> None:
-        self._add("debug", message)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
+LineLogger = RecordingLogger
+RawClient = SMTPClient
 
 
 @attrs.frozen(kw_only=True)
@@ -67,13 +40,13 @@ class Running:
     server: Server
     port: int
     sink: MemorySink
-    logger: LineLogger
-    clients: list[RawClient] = attrs.field(factory=list)
+    logger: RecordingLogger
+    live: SMTPTestServer
 
-    async def connect(self, port: int | None = None) -> RawClient:
+    async def connect(self, port: int | None = None) -> SMTPClient:
         """A raw client on ``port`` (the plain port by default), closed with the server."""
-        client = await RawClient.connect(self.port if port is None else port)
-        self.clients.append(client)
+        client = await SMTPClient.connect("127.0.0.1", self.port if port is None else port)
+        self.live.clients.append(client)
         return client
 
 
@@ -86,96 +59,16 @@ async def running(
     **config: Any,
 ) -> AsyncIterator[Running]:
     """A server on a free port of 127.0.0.1, with a certificate unless ``tls_files`` is None."""
-    cfg: dict[str, Any] = {"port": 0, "hostname": "mx.test", "shutdown_grace": 1.0}
+    cfg: dict[str, Any] = {"hostname": "mx.test"}
     if tls_files is not None:
         cfg.update(tls_cert=str(tls_files["cert"]), tls_key=str(tls_files["key"]))
     cfg.update(config)
     sink = MemorySink()
-    logger = LineLogger()
-    server = Server(
-        {"events": events or {}, "config": cfg},
-        {"sink": sink, "logger": logger, **(deps or {})},
-    )
-    async with trio.open_nursery() as nursery:
-        addresses = await nursery.start(server.serve)
-        srv = Running(server=server, port=addresses[0][1], sink=sink, logger=logger)
-        try:
-            yield srv
-        finally:
-            # Also when an assertion failed half-way: no socket is left for the GC.
-            for client in srv.clients:
-                await client.aclose()
-        server.shutdown()
-
-
-class ConnectionEnded(Exception):
-    """The server closed the connection while the client waited for a reply."""
-
-
-class RawClient:
-    """A byte-exact SMTP client on a Trio stream."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-
-    @classmethod
-    async def connect(cls, port: int) -> RawClient:
-        return cls(await trio.open_tcp_stream("127.0.0.1", port))
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def _line(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            chunk = await self.stream.receive_some(65536)
-            if not chunk:
-                raise ConnectionEnded(bytes(self.buffer))
-            self.buffer += chunk
-        line, _, rest = bytes(self.buffer).partition(b"\r\n")
-        self.buffer[:] = rest
-        return line
-
-    async def reply(self) -> tuple[int, str]:
-        """One whole (possibly multi-line) reply as ``(code, text lines joined by \\n)``."""
-        with trio.fail_after(CLIENT_TIMEOUT):
-            texts = []
-            while True:
-                line = await self._line()
-                texts.append(line[4:].decode())
-                if line[3:4] != b"-":
-                    return int(line[:3]), "\n".join(texts)
-
-    async def command(self, line: str) -> tuple[int, str]:
-        await self.send(line.encode() + b"\r\n")
-        return await self.reply()
-
-    async def starttls(
-        self, context: ssl.SSLContext, server_hostname: str | None = "localhost"
-    ) -> trio.SSLStream[trio.abc.Stream]:
-        assert not self.buffer, "bytes after the 220 would be lost"
-        ssl_stream = trio.SSLStream(self.stream, context, server_hostname=server_hostname)
-        with trio.fail_after(CLIENT_TIMEOUT):
-            await ssl_stream.do_handshake()
-        self.stream = ssl_stream
-        return ssl_stream
-
-    async def read_to_eof(self) -> bytes:
-        """Everything until the server closes (or resets) the connection."""
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        with trio.fail_after(CLIENT_TIMEOUT):
-            while True:
-                try:
-                    chunk = await self.stream.receive_some(65536)
-                except trio.BrokenResourceError:
-                    return data
-                if not chunk:
-                    return data
-                data += chunk
-
-    async def aclose(self) -> None:
-        await trio.aclose_forcefully(self.stream)
+    logger = RecordingLogger()
+    dependencies = {"sink": sink, "logger": logger, **(deps or {})}
+    schema = {"events": events or {}}
+    async with serving(schema, dependencies, faults=False, **cfg) as live:
+        yield Running(server=live.server, port=live.port, sink=sink, logger=logger, live=live)
 
 
 async def in_thread(fn: Callable[[], Any]) -> Any:

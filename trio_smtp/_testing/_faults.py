@@ -19,6 +19,7 @@ import inspect
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -39,6 +40,8 @@ ALWAYS_WRAPPED: Final = frozenset(
     {"connect", "HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "done", "RSET", "NOOP"}
 )
 _ALIASES: Final = {"MAIL FROM": "MAIL", "RCPT TO": "RCPT"}
+#: How many entries :attr:`Faults.log` keeps (the latest): a long test stays bounded.
+MAX_LOG: Final = 10_000
 #: The reply of :meth:`Faults.tempfail_rate` unless told otherwise.
 TEMPFAIL_TEXT: Final = "4.3.0 injected temporary failure, try again later"
 
@@ -75,13 +78,15 @@ class _Rule:
 class Faults:
     """The failures a test server is told to inject, and the log of what happened."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
         self._rate: tuple[float, random.Random, Reply] | None = None
         #: What happened to each wrapped event, in order: ``"RCPT ann@example.com -> 451
-        #: 4.3.0 ..."`` for an injected failure, ``"RCPT ann@example.com"`` otherwise.
-        self.log: list[str] = []
+        #: 4.3.0 ..."`` for an injected failure, ``"RCPT ann@example.com"`` otherwise
+        #: (the latest :data:`MAX_LOG`).
+        self.log: deque[str] = deque(maxlen=MAX_LOG)
 
     def fail(
         self, event: str, code: int, text: str = "", *, times: int = 1, match: str | None = None
@@ -122,6 +127,7 @@ class Faults:
             raise ValueError(f"tempfail_rate needs a probability between 0 and 1, not {p!r}")
         if not 400 <= code <= 499:
             raise ValueError(f"tempfail_rate needs a 4xx code, not {code!r}")
+        self._check_enabled()
         with self._lock:
             self._rate = (p, random.Random(seed), Reply(code, text)) if p else None
 
@@ -131,7 +137,12 @@ class Faults:
             self._rules.clear()
             self._rate = None
 
+    def _check_enabled(self) -> None:
+        if not self.enabled:
+            raise RuntimeError("this test server was started with faults=False")
+
     def _add(self, rule: _Rule) -> None:
+        self._check_enabled()
         if rule.times < 1:
             raise ValueError(f"times must be at least 1, not {rule.times!r}")
         with self._lock:

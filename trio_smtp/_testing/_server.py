@@ -48,6 +48,7 @@ def build_server(
     tls: bool = False,
     auth: Mapping[str, str] | None = None,
     lmtp: bool = False,
+    faults: bool = True,
     **config: Any,
 ) -> tuple[Server, Faults, TestCertificate | None]:
     """A :class:`~trio_smtp.Server` set up for a test, not yet serving.
@@ -61,6 +62,9 @@ def build_server(
         auth: Users and passwords to accept with AUTH PLAIN and LOGIN. Without ``tls``,
             AUTH is allowed in the clear (``auth_insecure``) unless the test says not.
         lmtp: Speak LMTP instead of SMTP.
+        faults: Wrap the hooks for failure injection and the event log (the default).
+            ``False`` runs the test's hooks exactly as given, for tests of the server's
+            own hook handling; :meth:`~TestServerBase.fail` and friends then refuse.
         **config: Any configuration key; wins over ``schema["config"]`` and the defaults
             (127.0.0.1, port 0, hostname ``localhost``, a 1 s shutdown grace).
 
@@ -84,10 +88,11 @@ def build_server(
     cfg.update(config)
     deps.setdefault("sink", MemorySink())
     deps.setdefault("logger", RecordingLogger())
-    faults = Faults()
+    plan = Faults(enabled=faults)
     schema["config"] = cfg
-    schema["events"] = faults.wrap(dict(schema.get("events") or {}), deps["sink"])
-    return Server(schema, deps), faults, certificate
+    if faults:
+        schema["events"] = plan.wrap(dict(schema.get("events") or {}), deps["sink"])
+    return Server(schema, deps), plan, certificate
 
 
 class _Users:
@@ -287,6 +292,7 @@ async def serving(
     tls: bool = False,
     auth: Mapping[str, str] | None = None,
     lmtp: bool = False,
+    faults: bool = True,
     **config: Any,
 ) -> AsyncIterator[SMTPTestServer]:
     """Serve in this Trio run for the body of the ``async with``, then stop gracefully.
@@ -295,10 +301,10 @@ async def serving(
     :meth:`SMTPTestServer.connect` are closed, the server shuts down gracefully and
     ``serve`` has returned.
     """
-    server, faults, certificate = build_server(
-        schema, dependencies, tls=tls, auth=auth, lmtp=lmtp, **config
+    server, plan, certificate = build_server(
+        schema, dependencies, tls=tls, auth=auth, lmtp=lmtp, faults=faults, **config
     )
-    handle = SMTPTestServer(server, faults, certificate)
+    handle = SMTPTestServer(server, plan, certificate)
     async with trio.open_nursery() as nursery:
         handle.addresses = await nursery.start(server.serve)
         try:
@@ -333,12 +339,13 @@ class ThreadedServer(TestServerBase):
         tls: bool = False,
         auth: Mapping[str, str] | None = None,
         lmtp: bool = False,
+        faults: bool = True,
         **config: Any,
     ) -> None:
-        server, faults, certificate = build_server(
-            schema, dependencies, tls=tls, auth=auth, lmtp=lmtp, **config
+        server, plan, certificate = build_server(
+            schema, dependencies, tls=tls, auth=auth, lmtp=lmtp, faults=faults, **config
         )
-        super().__init__(server, faults, certificate)
+        super().__init__(server, plan, certificate)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
