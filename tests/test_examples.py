@@ -46,7 +46,13 @@ class Script:
         self.lines.put((tag, None))
 
     def wait_for(self, pattern: str) -> re.Match[str]:
+        """The first line, on either stream, that matches: stdout and stderr are read by
+        two threads, so a line may already have been read while waiting for another."""
         regex = re.compile(pattern)
+        for seen in (*self.err, *self.out):
+            match = regex.search(seen)
+            if match:
+                return match
         deadline = time.monotonic() + TIMEOUT
         while True:
             try:
