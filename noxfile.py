@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typing"]
@@ -31,9 +36,36 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    """mypy --strict over the package."""
-    session.install("-e", ".", "mypy", "trustme", "pytest")
-    session.run("mypy", "--strict", "trio_smtp")
+    """mypy --strict over the package, examples/ and every Python block of README.md."""
+    session.install("-e", ".[verify,testing]", "mypy")
+    session.run("mypy", "--strict", "trio_smtp", "examples")
+    with tempfile.TemporaryDirectory() as blocks:
+        for i, code in enumerate(readme_python_blocks()):
+            Path(blocks, f"readme_block_{i:02d}.py").write_text(code, encoding="utf-8")
+        session.run("mypy", "--strict", blocks)
+
+
+@nox.session
+def typing_tests(session: nox.Session) -> None:
+    """mypy --strict over tests/ (the suite's own helpers are imported by file name)."""
+    session.install("-e", ".[verify,testing]", *TEST_DEPS, *VERIFY_DEPS, "mypy", "types-PyYAML")
+    env = {"MYPYPATH": os.pathsep.join(["tests", "tests/server", "tests/abuse"])}
+    session.run("mypy", "--strict", "tests", env=env)
+
+
+def readme_python_blocks() -> list[str]:
+    """The Python code blocks of README.md (each one is run by tests/test_readme.py too)."""
+    readme = Path(__file__).with_name("README.md").read_text(encoding="utf-8")
+    return re.findall(r"<!-- test: [^>]+ -->\n```python\n(.*?)```", readme, re.S)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The API reference in docs/, built with Sphinx from the docstrings; a warning fails."""
+    session.install("-e", ".[testing]", "sphinx")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-q", "-b", "html", "docs", "docs/_build/html"
+    )
 
 
 @nox.session

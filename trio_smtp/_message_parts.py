@@ -66,7 +66,7 @@ class Attachment:
 def text_of(message: email.message.EmailMessage) -> str:
     """The decoded text body: the ``text/plain`` part, else the ``text/html`` one, else ``""``.
 
-    Line ends are Python's ``\n`` (the wire's CRLF is the transport's, not the text's).
+    Line ends are Python's ``\\n`` (the wire's CRLF is the transport's, not the text's).
     """
     body = message.get_body(preferencelist=("plain", "html"))
     if body is None:

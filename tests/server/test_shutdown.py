@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 import trio
-from _live_server import CLIENT_TIMEOUT, Client, make_server, running_server
+from _live_server import Client, make_server, running_server
 
 from trio_smtp import Mail
+from trio_smtp.testing import CLIENT_TIMEOUT
 
 SHUTTING_DOWN = (421, "4.3.2 service shutting down, try again later")
 

@@ -99,7 +99,7 @@ async def test_two_servers_in_one_test_are_isolated(
     assert other.port != smtp_server.port
     other.fail("RCPT", 550, "5.1.1 only here")
 
-    def send(port: int) -> dict[str, object]:
+    def send(port: int) -> dict[str, tuple[int, bytes]]:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
             return smtp.sendmail("a@example.org", ["b@example.com"], MESSAGE)
 

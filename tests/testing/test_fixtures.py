@@ -9,11 +9,13 @@ import threading
 import pytest
 import trio
 
-from trio_smtp import Reply
-from trio_smtp.testing import ThreadedServer
+from trio_smtp import Context, Reply
+from trio_smtp.testing import SMTPTestServer, ThreadedServer
 
 
-def _send(host: str, port: int, subject: str, to: list[str] | None = None) -> dict[str, object]:
+def _send(
+    host: str, port: int, subject: str, to: list[str] | None = None
+) -> dict[str, tuple[int, bytes]]:
     with smtplib.SMTP(host, port, timeout=10) as s:
         return s.sendmail(
             "app@example.org",
@@ -22,7 +24,9 @@ def _send(host: str, port: int, subject: str, to: list[str] | None = None) -> di
         )
 
 
-def test_threaded_fixture_collects_messages_from_sync_code(threaded_smtp_server) -> None:
+def test_threaded_fixture_collects_messages_from_sync_code(
+    threaded_smtp_server: ThreadedServer,
+) -> None:
     _send(threaded_smtp_server.host, threaded_smtp_server.port, "Welcome")
     threaded_smtp_server.wait_for(1)
     [mail] = threaded_smtp_server.messages
@@ -32,7 +36,7 @@ def test_threaded_fixture_collects_messages_from_sync_code(threaded_smtp_server)
     assert threaded_smtp_server.messages == []
 
 
-async def test_trio_fixture_runs_in_the_tests_event_loop(smtp_server) -> None:
+async def test_trio_fixture_runs_in_the_tests_event_loop(smtp_server: SMTPTestServer) -> None:
     assert trio.lowlevel.current_trio_token() is smtp_server.server._token
     await trio.to_thread.run_sync(_send, smtp_server.host, smtp_server.port, "Hi")
     assert [m.message["Subject"] for m in smtp_server.messages] == ["Hi"]
@@ -66,7 +70,7 @@ def test_threaded_server_raises_at_once_when_the_port_is_taken() -> None:
 
 
 def test_threaded_server_takes_hooks_like_server() -> None:
-    def rcpt(ctx):
+    def rcpt(ctx: Context) -> None:
         if ctx.address != "known@example.com":
             raise Reply(550, "5.1.1 no such user")
 

@@ -2,9 +2,9 @@
 
 Theory of operation (RFC 4155, and the mboxrd convention): each message starts with a
 ``From sender date`` separator line and ends with a blank line; any line of the message that
-starts with ``From `` after zero or more ``>`` gets one more ``>``, so that no line of a body
+starts with ``"From "`` after zero or more ``>`` gets one more ``>``, so that no line of a body
 can pass for a separator and readers that know mboxrd can undo the quoting exactly. Line
-endings become LF: the format is a Unix text file, and readers look for ``\\n\\nFrom ``.
+endings become LF: the format is a Unix text file, and readers look for ``"\\n\\nFrom "``.
 
 Several connections share one file, so appends are serialized three ways:
 
