@@ -23,7 +23,7 @@ async def test_shutdown_mid_data_lets_the_message_finish_then_says_421() -> None
         await client.expect("RCPT TO:<b@y.test>", 250)
         await client.expect("DATA", 354)
         await client.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
-        await live.wait_until(lambda: live.server.connections == 1)
+        await live.wait_connections(1)
         live.server.shutdown()
         # Listeners close at once.
         with trio.fail_after(5):

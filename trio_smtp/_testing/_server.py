@@ -280,8 +280,14 @@ class SMTPTestServer(TestServerBase):
                 await trio.sleep(0.005)
 
     async def wait_idle(self, within: float = WAIT_TIMEOUT) -> None:
-        """Wait until the server holds no connection."""
-        await self.wait_until(lambda: self.server.connections == 0, within)
+        """Wait until the server holds no connection (each has ended, ``close`` hook and all)."""
+        with trio.fail_after(within):
+            await self.server.wait_connections(0)
+
+    async def wait_connections(self, n: int, within: float = WAIT_TIMEOUT) -> None:
+        """Wait until exactly ``n`` connections are open."""
+        with trio.fail_after(within):
+            await self.server.wait_connections(n)
 
 
 @asynccontextmanager
