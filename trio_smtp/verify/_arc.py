@@ -8,27 +8,28 @@ a key that could not be fetched is a ``fail`` with that reason).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import trio
 
+from ._bodyhash import ParsedMessage, checked_body
 from ._dkim import dkimpy_logger
 from ._dns import DnsTempError
-from ._keys import KeyAnswer, dnsfunc, fetch_keys, key_name, signature_tags
+from ._keys import KeyAnswer, dnsfunc, fetch_keys, key_name
 from ._results import MethodResult
 
 if TYPE_CHECKING:
     from ._dns import Resolver
 
-_SEAL: Final = b"arc-seal"
-_AMS: Final = b"arc-message-signature"
 
-
-def _verify_chain(message: bytes, keys: dict[str, KeyAnswer]) -> MethodResult:
+def _verify_chain(parsed: ParsedMessage, keys: dict[str, KeyAnswer]) -> MethodResult:
     import dkim
 
     try:
-        cv, details, reason = dkim.ARC(message, logger=dkimpy_logger).verify(dnsfunc(keys))
+        arc = checked_body(dkim.ARC, parsed.body_hashes)(
+            parsed.header_section, logger=dkimpy_logger
+        )
+        cv, details, reason = arc.verify(dnsfunc(keys))
     except dkim.DKIMException as exc:
         return MethodResult(method="arc", result="fail", reason=str(exc)[:200])
     except Exception as exc:  # dkimpy on hostile input: a failed chain, never a crash
@@ -54,22 +55,15 @@ def _verify_chain(message: bytes, keys: dict[str, KeyAnswer]) -> MethodResult:
     )
 
 
-async def verify_arc(resolver: Resolver, message: bytes) -> MethodResult:
-    """Validate the ARC chain of ``message``."""
-    import dkim
-
-    try:
-        headers, _body = dkim.rfc822_parse(message)
-    except dkim.DKIMException:
+async def verify_arc(resolver: Resolver, parsed: ParsedMessage) -> MethodResult:
+    """Validate the ARC chain of the message."""
+    if not parsed.arc_tags:
         return MethodResult(method="arc", result="none")
-    tags = signature_tags(headers, _SEAL) + signature_tags(headers, _AMS)
-    if not tags:
-        return MethodResult(method="arc", result="none")
-    names = [name for sig in tags if sig and (name := key_name(sig))]
+    names = [name for sig in parsed.arc_tags if sig and (name := key_name(sig))]
     keys = await fetch_keys(resolver, names)
     failed = [name for name, answer in keys.items() if isinstance(answer, DnsTempError)]
     if failed:
         return MethodResult(
             method="arc", result="fail", reason=f"key lookup failed: {', '.join(sorted(failed))}"
         )
-    return await trio.to_thread.run_sync(_verify_chain, message, keys)
+    return await trio.to_thread.run_sync(_verify_chain, parsed, keys)

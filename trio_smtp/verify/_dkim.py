@@ -5,8 +5,9 @@ bits (RFC 8301 §3.2). The results follow RFC 8601 §2.7.1: ``pass``; ``fail`` w
 signature or body hash does not verify; ``permerror`` for a malformed signature or a missing
 or unusable key; ``temperror`` when the key could not be fetched; ``none`` with no signature.
 
-The body is hashed from bytes: dkimpy takes the whole message. The CPU work (canonicalising,
-hashing, the signature check) runs in a worker thread so other connections keep going.
+The body hash is computed while streaming the body from the spool (``_bodyhash.py``); dkimpy
+gets the header section only. The CPU work (hashing, the signature checks) runs in worker
+threads so other connections keep going.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
+from ._bodyhash import ParsedMessage, checked_body
 from ._dns import DnsTempError
-from ._keys import dnsfunc, fetch_keys, key_name, signature_tags
+from ._keys import dnsfunc, fetch_keys, key_name
 from ._results import MethodResult
 
 if TYPE_CHECKING:
@@ -28,8 +30,6 @@ if TYPE_CHECKING:
 #: dkimpy logs every failed check; it goes here, silent unless the application configures it.
 dkimpy_logger: Final = logging.getLogger("trio_smtp.verify.dkimpy")
 dkimpy_logger.addHandler(logging.NullHandler())
-
-_SIGNATURE: Final = b"dkim-signature"
 
 
 def _text(value: bytes | None) -> str:
@@ -57,21 +57,21 @@ def _result(
     )
 
 
-def _verify_all(
-    message: bytes, tags: list[dict[bytes, bytes] | None], keys: dict[str, KeyAnswer]
-) -> list[MethodResult]:
+def _verify_all(parsed: ParsedMessage, keys: dict[str, KeyAnswer]) -> list[MethodResult]:
     """The synchronous part, for a worker thread."""
     import dkim
 
     results: list[MethodResult] = []
     lookup = dnsfunc(keys)
     try:
-        verifier = dkim.DKIM(message, logger=dkimpy_logger)
+        verifier = checked_body(dkim.DKIM, parsed.body_hashes)(
+            parsed.header_section, logger=dkimpy_logger
+        )
     except dkim.DKIMException as exc:
         return [
             MethodResult(method="dkim", result="permerror", reason=f"unparsable message: {exc}")
         ]
-    for index, sig in enumerate(tags):
+    for index, sig in enumerate(parsed.dkim_tags):
         domain = _text(sig.get(b"d")) if sig else ""
         props = _properties(sig)
         result = functools.partial(_result, domain, props)
@@ -101,18 +101,11 @@ def _verify_all(
     return results
 
 
-async def verify_dkim(resolver: Resolver, message: bytes) -> tuple[MethodResult, ...]:
-    """Verify every ``DKIM-Signature`` of ``message``; an empty tuple when there is none."""
-    import dkim
-
-    try:
-        headers, _body = dkim.rfc822_parse(message)
-    except dkim.DKIMException:
+async def verify_dkim(resolver: Resolver, parsed: ParsedMessage) -> tuple[MethodResult, ...]:
+    """Verify every ``DKIM-Signature`` of the message; an empty tuple when there is none."""
+    if not parsed.dkim_tags:
         return ()
-    tags = signature_tags(headers, _SIGNATURE)
-    if not tags:
-        return ()
-    names = [name for sig in tags if sig and (name := key_name(sig))]
+    names = [name for sig in parsed.dkim_tags if sig and (name := key_name(sig))]
     keys = await fetch_keys(resolver, names)
-    results = await trio.to_thread.run_sync(_verify_all, message, tags, keys)
+    results = await trio.to_thread.run_sync(_verify_all, parsed, keys)
     return tuple(results)

@@ -12,6 +12,7 @@ connection alone; other connections have their own deadlines and share nothing t
 from __future__ import annotations
 
 import importlib.util
+import io
 import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
@@ -20,6 +21,7 @@ import attrs
 import trio
 
 from ..engine import Reply
+from ._bodyhash import ParsedMessage, parse_message
 from ._dns import DnsResolver, DnsTempError, parse_server
 from ._results import AuthResults, MethodResult
 
@@ -163,9 +165,12 @@ class Verifier:
         return attrs.evolve(results, spf=spf_method_result(outcome, helo_identity=not mail_from))
 
     async def check_message(self, results: AuthResults, content: bytes) -> AuthResults:
-        """Add DKIM, DMARC and ARC results for the finished message to ``results``."""
-        import dkim
+        """Add DKIM, DMARC and ARC results for a message given as bytes to ``results``."""
+        parsed = await trio.to_thread.run_sync(parse_message, io.BytesIO(content))
+        return await self.check_parsed(results, parsed)
 
+    async def check_parsed(self, results: AuthResults, parsed: ParsedMessage) -> AuthResults:
+        """Add DKIM, DMARC and ARC results for a parsed message to ``results``."""
         from ._arc import verify_arc
         from ._dkim import verify_dkim
         from ._dmarc import check_dmarc
@@ -173,20 +178,16 @@ class Verifier:
         resolver = self._budgeted()
         dkim_results: tuple[MethodResult, ...] = ()
         if "dkim" in self.methods:
-            dkim_results = await verify_dkim(resolver, content)
+            dkim_results = await verify_dkim(resolver, parsed)
             if not dkim_results:
                 dkim_results = (MethodResult(method="dkim", result="none"),)
             results = attrs.evolve(results, dkim=dkim_results)
         if "dmarc" in self.methods:
-            try:
-                headers, _body = dkim.rfc822_parse(content)
-            except dkim.DKIMException:
-                headers = []
-            dmarc = await check_dmarc(resolver, headers, results.spf, dkim_results)
+            dmarc = await check_dmarc(resolver, parsed.headers, results.spf, dkim_results)
             quarantine = self.dmarc_enforce and dmarc.disposition == "quarantine"
             results = attrs.evolve(results, dmarc=dmarc, quarantine=quarantine)
         if "arc" in self.methods:
-            results = attrs.evolve(results, arc=await verify_arc(resolver, content))
+            results = attrs.evolve(results, arc=await verify_arc(resolver, parsed))
         return results
 
     def refusal(self, results: AuthResults) -> Reply | None:
@@ -212,14 +213,12 @@ class Verifier:
         if not self.methods & {"dkim", "dmarc", "arc"}:
             return None
         results = mail.auth_results or AuthResults(authserv_id=authserv_id)
-        # dkimpy needs the message as bytes: read it from the spool in a thread, and let it
-        # go afterwards (mail.content is not set, so a spooled body stays spooled).
-        content = await trio.to_thread.run_sync(_read_all, mail)
-        mail.auth_results = await self.check_message(results, content)
+        # One pass over the spool in a thread: the header section kept, the body hashed.
+        parsed = await trio.to_thread.run_sync(_parse_mail, mail)
+        mail.auth_results = await self.check_parsed(results, parsed)
         return self.refusal(mail.auth_results)
 
 
-def _read_all(mail: Mail) -> bytes:
+def _parse_mail(mail: Mail) -> ParsedMessage:
     with mail.open_file() as f:
-        data: bytes = f.read()
-    return data
+        return parse_message(f)
