@@ -245,6 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept MAIL FROM/RCPT TO without <> and local parts ending in a dot "
         "(old devices such as HP iLO; otherwise 501)",
     )
+    ver = p.add_argument_group("verification (needs the 'verify' extra)")
+    ver.add_argument(
+        "--verify",
+        type=_verify_methods,
+        metavar="spf,dkim,dmarc,arc",
+        help="check these and prepend an Authentication-Results header",
+    )
+    ver.add_argument(
+        "--dns-server",
+        action="append",
+        type=_dns_server,
+        metavar="HOST[:PORT]",
+        help="resolver for --verify (repeatable; default: the system's)",
+    )
+    ver.add_argument(
+        "--dmarc-enforce",
+        action="store_true",
+        help="refuse DMARC p=reject failures with 550 5.7.1; flag p=quarantine ones",
+    )
     ops = p.add_argument_group("logging and operations")
     ops.add_argument(
         "--log-level",
@@ -314,6 +333,12 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         config["worker"] = args.worker_id
     if args.proxy_from:
         config["proxy_from"] = args.proxy_from
+    if (args.dns_server or args.dmarc_enforce) and not args.verify:
+        raise ValueError("--dns-server and --dmarc-enforce need --verify")
+    if args.verify:
+        config["verify"] = args.verify
+        config["dns_servers"] = args.dns_server or []
+        config["dmarc_enforce"] = args.dmarc_enforce
     return config
 
 
@@ -352,6 +377,25 @@ def _check_mbox(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
     except OSError as exc:
         raise ValueError(f"--mbox {path!r}: {exc.strerror or exc}") from None
+
+
+def _verify_methods(value: str) -> frozenset[str]:
+    from .verify._verifier import parse_methods
+
+    try:
+        return parse_methods(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _dns_server(value: str) -> str:
+    from .verify._dns import parse_server
+
+    try:
+        parse_server(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def make_sink(args: argparse.Namespace, logger: Any) -> Any:

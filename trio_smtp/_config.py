@@ -30,6 +30,8 @@ DEFAULT_SHUTDOWN_GRACE: Final = 30.0
 DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 30.0
 DEFAULT_PROXY_TIMEOUT: Final = 10.0
 DEFAULT_PROXY_FROM: Final = ("127.0.0.0/8", "::1/128")
+#: RFC 7208 §4.6.4: an SPF check should be given at least 20 seconds.
+DEFAULT_DNS_BUDGET: Final = 20.0
 
 
 def _hosts(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -80,6 +82,24 @@ def _bare_lf(value: Any) -> BareLineEndings:
         return BareLineEndings(value)
     except ValueError:
         raise ValueError(f"bare_lf must be 'normalize' or 'reject', not {value!r}") from None
+
+
+def _verify(value: Any) -> frozenset[str]:
+    from .verify._verifier import parse_methods
+
+    try:
+        return parse_methods(value)
+    except ValueError as exc:
+        raise ValueError(f"verify: {exc}") from None
+
+
+def _dns_servers(value: Any) -> tuple[str, ...]:
+    from .verify._verifier import dns_server_list
+
+    try:
+        return dns_server_list(value)
+    except ValueError as exc:
+        raise ValueError(f"dns_servers: {exc}") from None
 
 
 def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -159,6 +179,12 @@ class ServerConfig:
     reuse_port: bool = False
     #: The worker number under ``--workers``, shown in the start line with the pid.
     worker: int | None = None
+    #: SPF, DKIM, DMARC, ARC verification (``--verify``); see trio_smtp.verify.
+    verify: frozenset[str] = attrs.field(factory=frozenset, converter=_verify)
+    dns_servers: tuple[str, ...] = attrs.field(default=(), converter=_dns_servers)
+    dmarc_enforce: bool = False
+    #: Seconds of DNS each phase of a message's verification may use.
+    dns_budget: float = attrs.field(default=DEFAULT_DNS_BUDGET, validator=_positive_number)
 
     def __attrs_post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -513,6 +513,10 @@ class ConnectionTask:
                 self._messages += 1
                 mail_id = f"{self.session.id}.{self._messages}"
                 self.txn = Transaction.start(event, session=self.session, mail_id=mail_id)
+                if self.settings.verifier is not None:  # SPF, for MAIL and RCPT hooks to read
+                    await self.settings.verifier.mail_started(
+                        self.txn.mail, authserv_id=self.settings.hostname
+                    )
             reply = await self._hook_reply(event.verb, event)
             engine.respond(reply)
             if reply is not None and reply.code == 421 and engine.state is State.CLOSED:
@@ -585,7 +589,15 @@ class ConnectionTask:
         assert txn is not None
         mail = txn.finish()
         self._disarm()
-        replies = await self.hooks.deliver(mail, self.settings.sink, lmtp=self.config.lmtp)
+        refusal = None
+        if self.settings.verifier is not None:  # DKIM, DMARC, ARC; refusal: dmarc_enforce
+            refusal = await self.settings.verifier.message_received(
+                mail, authserv_id=self.settings.hostname
+            )
+        if refusal is not None:
+            replies = await self.hooks.message_replies(refusal, mail, lmtp=self.config.lmtp)
+        else:
+            replies = await self.hooks.deliver(mail, self.settings.sink, lmtp=self.config.lmtp)
         self.engine.respond(replies)
         self.txn = None
         # SMTP has one reply for the whole message, LMTP one per recipient.

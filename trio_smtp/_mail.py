@@ -61,7 +61,8 @@ class Mail:
         envid: The decoded DSN ``ENVID`` or ``None``.
         auth: The decoded ``AUTH=`` value of MAIL, or ``None``.
         received_at: When the transaction started (UTC).
-        auth_results: What ``verify`` found (SPF, DKIM, DMARC, ARC), or ``None``.
+        auth_results: What ``verify`` found (SPF from MAIL on; DKIM, DMARC and ARC before
+            ``done``), or ``None`` when verification is off.
     """
 
     id: str

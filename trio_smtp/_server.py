@@ -28,6 +28,7 @@ from ._tls import server_ssl_context
 from ._transport import SocketTransport
 from .engine import EngineConfig
 from .sinks import PrintSink
+from .verify._verifier import Verifier
 
 _REFUSE_TIMEOUT: Final = 2.0
 #: Connections being told 421 (over max_connections) at once; more are just closed.
@@ -91,6 +92,7 @@ class Server:
                 client_ca=self.config.tls_client_ca,
             )
         self.hostname = self.config.hostname or "localhost"
+        self.verifier = _verifier(self.config)
         self.engine_config = self._engine_config(self.hostname)
         #: Counts connections per client address (``max_connections_per_ip``); may be
         #: replaced, before :meth:`serve`, by any :class:`~._limits.AddressLimiter`.
@@ -183,6 +185,7 @@ class Server:
             ssl_context=self.ssl_context,
             data_factory=self.data_factory,
             hook_threads=trio.CapacityLimiter(SYNC_HOOK_THREADS),
+            verifier=self.verifier,
         )
 
     # ------------------------------------------------------------------ running
@@ -392,3 +395,14 @@ class Server:
             nursery.start_soon(watch)
             await self.serve()
             nursery.cancel_scope.cancel()
+
+
+def _verifier(config: ServerConfig) -> Verifier | None:
+    if not config.verify:
+        return None
+    return Verifier(
+        config.verify,
+        dns_servers=config.dns_servers,
+        dmarc_enforce=config.dmarc_enforce,
+        dns_budget=config.dns_budget,
+    )

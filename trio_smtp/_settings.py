@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._hooks import Hook
     from ._logger import LoggerLike
     from .engine import EngineConfig
+    from .verify import Verifier
 
 #: ``(mechanism, login, password) -> bool``, run in a worker thread.
 Authenticator = Callable[[str, str, str], bool]
@@ -41,6 +42,7 @@ class ConnectionSettings:
         ssl_context: For STARTTLS and implicit TLS, or ``None``.
         data_factory: Makes ``ctx.data`` for each connection, or ``None``.
         hook_threads: The limiter of the worker threads that run plain-function hooks.
+        verifier: Runs SPF/DKIM/DMARC/ARC (``verify``), or ``None``.
     """
 
     config: ServerConfig
@@ -54,6 +56,7 @@ class ConnectionSettings:
     ssl_context: ssl.SSLContext | None = None
     data_factory: Callable[[], Any] | None = None
     hook_threads: trio.CapacityLimiter
+    verifier: Verifier | None = None
 
     def proxy_trusted(self, ip: str) -> bool:
         """Whether ``ip`` may send a PROXY header (``proxy_from``)."""

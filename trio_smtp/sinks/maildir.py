@@ -35,6 +35,7 @@ import trio
 from .._received import end_of_trace, received_header, return_path_header
 from .._spool import READ_SIZE
 from ..engine import Reply
+from ..verify._header import auth_header, delivery_file
 
 if TYPE_CHECKING:
     from .._mail import Mail
@@ -104,7 +105,7 @@ class MaildirSink:
 
     async def store(self, mail: Mail) -> str:
         """Like :meth:`deliver`, and return the path of the file written in ``new/``."""
-        headers = return_path_header(mail) + received_header(mail)
+        headers = return_path_header(mail) + received_header(mail) + auth_header(mail)
         name = self._unique_name()
         try:
             await trio.to_thread.run_sync(self._store, name, headers, mail)
@@ -122,7 +123,7 @@ class MaildirSink:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         fd = os.open(written, flags, _FILE_MODE)
         try:
-            with open(fd, "wb", closefd=True) as f, mail.open_file() as body:
+            with open(fd, "wb", closefd=True) as f, delivery_file(mail) as body:
                 first = body.read(READ_SIZE)
                 f.write(headers + end_of_trace(first) + first)
                 shutil.copyfileobj(body, f, READ_SIZE)

@@ -46,6 +46,7 @@ from .._received import (
 )
 from .._spool import READ_SIZE
 from ..engine import Reply
+from ..verify._header import auth_header, delivery_file
 
 if TYPE_CHECKING:
     from .._mail import Mail
@@ -172,7 +173,7 @@ class MboxSink:
 
     async def store(self, mail: Mail) -> str:
         """Like :meth:`deliver`, and return the path of the mbox file."""
-        headers = return_path_header(mail) + received_header(mail)
+        headers = return_path_header(mail) + received_header(mail) + auth_header(mail)
         async with self._lock:
             try:
                 await trio.to_thread.run_sync(self._append, mail, headers)
@@ -200,7 +201,7 @@ class MboxSink:
             try:
                 _write_all(fd, mend + _separator(mail.mail_from))
                 quoter = _MboxrdQuoter()
-                with mail.open_file() as body:
+                with delivery_file(mail) as body:
                     first = body.read(READ_SIZE)
                     _write_all(fd, quoter.feed(headers + end_of_trace(first) + first))
                     while chunk := body.read(READ_SIZE):

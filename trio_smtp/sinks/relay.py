@@ -43,6 +43,7 @@ import trio
 
 from .._received import end_of_trace, printable, received_header
 from ..engine import Reply
+from ..verify._header import delivery_parts
 
 if TYPE_CHECKING:
     from .._mail import Mail, Recipient
@@ -173,7 +174,8 @@ class RelaySink:
         if mail.body_type == "BINARYMIME" and _BARE_CR_OR_LF.search(mail.content):
             # RFC 3030 §3: binary content needs BDAT all the way; we cannot convert it.
             raise Reply(554, "5.6.3 binary content cannot be relayed without BDAT")
-        data = received_header(mail) + end_of_trace(mail.content) + mail.content
+        ours, content = delivery_parts(mail, mail.content)  # Authentication-Results
+        data = received_header(mail) + ours + end_of_trace(content) + content
         hostname = self.local_hostname or mail.session.hostname
         await trio.to_thread.run_sync(self._relay, mail, data, hostname, abandon_on_cancel=True)
 

@@ -121,7 +121,8 @@ class AuthResults:
                 r.method,
                 result=r.result,
                 result_comment=_value(r.comment) or None,
-                reason=r.reason or None,
+                # A pass needs no explaining; anything else says why.
+                reason=(r.reason or None) if r.result != "pass" else None,
                 properties=[
                     authres.AuthenticationResultProperty(*name.split(".", 1), _pvalue(value))
                     for name, value in r.properties
