@@ -91,6 +91,15 @@ def test_signed_message_from_authorised_ip_passes_everything(knot: Knot, key: An
     assert results.arc.result == "none"
 
 
+def test_big_spooled_message_verifies_streamed(knot: Knot) -> None:
+    body = "".join(f"line {i} of a long message\r\n" for i in range(120_000))  # ~3.3 MB
+    with verifying_server(knot.server) as smtp:  # past 1 MiB: spooled to a file
+        send(smtp.port, sign(message(body=body), RSA))
+        results = results_of(smtp)
+    assert [r.result for r in results.dkim] == ["pass"]
+    assert results.dmarc.result == "pass"
+
+
 def test_body_changed_after_signing_fails_dkim_and_dmarc(knot: Knot) -> None:
     tampered = sign(message(), RSA).replace(b"signed message", b"forged message")
     with verifying_server(knot.server) as smtp:
