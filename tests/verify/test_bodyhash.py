@@ -25,7 +25,7 @@ def dkimpy_canonical(body: bytes, relaxed: bool) -> bytes:
     import dkim
 
     _headers, joined = dkim.rfc822_parse(b"A: b\r\n\r\n" + body)
-    return (Relaxed if relaxed else Simple).canonicalize_body(joined)
+    return bytes((Relaxed if relaxed else Simple).canonicalize_body(joined))
 
 
 @given(bodies, st.sampled_from([None, 0, 1, 5]))

@@ -58,7 +58,9 @@ def _exchange(port: int) -> None:
         with pytest.raises(smtplib.SMTPDataError) as refused:
             c.sendmail("alice@example.test", ["bob@example.org"], message())
     assert refused.value.smtp_code == 550
-    assert refused.value.smtp_error.startswith(b"5.7.1")
+    error = refused.value.smtp_error
+    assert isinstance(error, bytes)
+    assert error.startswith(b"5.7.1")
 
 
 def test_cli_verifies_and_the_maildir_gets_the_header(knot: Knot, tmp_path: Path) -> None:

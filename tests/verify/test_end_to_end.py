@@ -146,7 +146,9 @@ def test_reject_policy_with_enforce_is_refused_with_550(knot: Knot) -> None:
             # The connection stays usable for the next message.
             assert client.noop()[0] == 250
     assert refused.value.smtp_code == 550
-    assert refused.value.smtp_error.startswith(b"5.7.1")
+    error = refused.value.smtp_error
+    assert isinstance(error, bytes)
+    assert error.startswith(b"5.7.1")
     assert done == []  # refused before the done hook
 
 
