@@ -281,3 +281,14 @@ def test_delivery_file_streams_the_same_bytes_as_remove_forged(ending: bytes) ->
         while chunk := f.read(5):
             pieces.append(chunk)
     assert b"".join(pieces) == expected
+
+
+async def test_signature_count_is_bounded() -> None:
+    content = message()
+    for i in range(40):
+        content = sign(content, rsa_key(f"s{i}", "example.test"))
+    resolver = zone()
+    results = await verify(verifier(resolver), content)
+    assert len(results.dkim) == 16
+    key_queries = [q for q in resolver.queries if "._domainkey." in q[0]]
+    assert len(key_queries) == 16

@@ -8,7 +8,7 @@ a key that could not be fetched is a ``fail`` with that reason).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -20,6 +20,9 @@ from ._results import MethodResult
 
 if TYPE_CHECKING:
     from ._dns import Resolver
+
+#: RFC 8617 §4.2.1: the instance number i= is at most 50.
+MAX_ARC_SETS: Final = 50
 
 
 def _verify_chain(parsed: ParsedMessage, keys: dict[str, KeyAnswer]) -> MethodResult:
@@ -59,6 +62,9 @@ async def verify_arc(resolver: Resolver, parsed: ParsedMessage) -> MethodResult:
     """Validate the ARC chain of the message."""
     if not parsed.arc_tags:
         return MethodResult(method="arc", result="none")
+    # RFC 8617 §4.2.1: at most 50 ARC sets (two keys each); a longer chain fails unread.
+    if len(parsed.arc_tags) > 2 * MAX_ARC_SETS:
+        return MethodResult(method="arc", result="fail", reason="more than 50 ARC sets")
     names = [name for sig in parsed.arc_tags if sig and (name := key_name(sig))]
     keys = await fetch_keys(resolver, names)
     failed = [name for name, answer in keys.items() if isinstance(answer, DnsTempError)]

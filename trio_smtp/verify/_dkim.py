@@ -16,6 +16,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Final
 
+import attrs
 import trio
 
 from ._bodyhash import ParsedMessage, checked_body
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from ._keys import KeyAnswer
 
 #: dkimpy logs every failed check; it goes here, silent unless the application configures it.
+#: Signatures verified per message; later ones are not looked at (RFC 6376 §6.1 allows it).
+MAX_SIGNATURES: Final = 16
 dkimpy_logger: Final = logging.getLogger("trio_smtp.verify.dkimpy")
 dkimpy_logger.addHandler(logging.NullHandler())
 
@@ -102,9 +105,14 @@ def _verify_all(parsed: ParsedMessage, keys: dict[str, KeyAnswer]) -> list[Metho
 
 
 async def verify_dkim(resolver: Resolver, parsed: ParsedMessage) -> tuple[MethodResult, ...]:
-    """Verify every ``DKIM-Signature`` of the message; an empty tuple when there is none."""
+    """Verify the ``DKIM-Signature`` fields of the message (the first
+    :data:`MAX_SIGNATURES`); an empty tuple when there is none."""
     if not parsed.dkim_tags:
         return ()
+    if len(parsed.dkim_tags) > MAX_SIGNATURES:
+        # A sender controls how many signatures there are; we bound the lookups and the
+        # signature checks they cost. (RFC 6376 §6.1: a verifier MAY limit the number.)
+        parsed = attrs.evolve(parsed, dkim_tags=parsed.dkim_tags[:MAX_SIGNATURES])
     names = [name for sig in parsed.dkim_tags if sig and (name := key_name(sig))]
     keys = await fetch_keys(resolver, names)
     results = await trio.to_thread.run_sync(_verify_all, parsed, keys)
