@@ -11,7 +11,7 @@ connection alone; other connections have their own deadlines and share nothing t
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import io
 import ipaddress
 from collections.abc import Iterable
@@ -120,7 +120,12 @@ class Verifier:
     dns_budget: float = DEFAULT_DNS_BUDGET
 
     def __attrs_post_init__(self) -> None:
-        missing = [m for m in _EXTRA_MODULES if importlib.util.find_spec(m) is None]
+        missing = []
+        for module in _EXTRA_MODULES:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                missing.append(module)
         if missing:
             raise ValueError(f"verify needs {', '.join(missing)}: pip install 'trio_smtp[verify]'")
         if self.resolver is None:
