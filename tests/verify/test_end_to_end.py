@@ -9,12 +9,14 @@ import email
 import email.policy
 import smtplib
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_tool
 
 from trio_smtp import Reply
 from trio_smtp.sinks import MaildirSink
@@ -260,3 +262,30 @@ def test_hook_can_refuse_on_dmarc_fail(knot: Knot) -> None:
         with pytest.raises(smtplib.SMTPDataError) as refused:
             send(smtp.port, message(), source="127.0.0.2")
     assert refused.value.smtp_code == 550
+
+
+def test_swaks_from_outside_the_spf_record_with_enforce_gets_550(
+    knot: Knot, tmp_path: Path
+) -> None:
+    swaks = require_tool("swaks")
+    signed = tmp_path / "signed.eml"
+    signed.write_bytes(sign(message(), ED))
+    unsigned = tmp_path / "unsigned.eml"
+    unsigned.write_bytes(message())
+    with verifying_server(knot.server, dmarc_enforce=True) as smtp:
+
+        def run(data: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [swaks, "--server", f"127.0.0.1:{smtp.port}", "--local-interface", "127.0.0.2",
+                 "--helo", "mail.example.test", "--from", "alice@example.test",
+                 "--to", "bob@receiver.test", "--data", str(data)],
+                capture_output=True, text=True, timeout=CLIENT_TIMEOUT,
+            )  # fmt: skip
+
+        # Outside the SPF record but DKIM-signed (ed25519): DMARC passes on DKIM.
+        ok = run(signed)
+        assert ok.returncode == 0, ok.stdout
+        results = results_of(smtp)
+        assert (results.spf.result, results.dmarc.result) == ("fail", "pass")
+        refused = run(unsigned)
+    assert "<** 550 5.7.1" in refused.stdout
