@@ -109,6 +109,8 @@ def _check_output(data: bytes) -> None:
     code = b""
     for line in data[:-2].split(b"\r\n"):
         assert REPLY_LINE.fullmatch(line), f"malformed reply line {line!r}"
+        # RFC 5321 §4.5.3.1.5: at most 512 octets with the CRLF.
+        assert len(line) + 2 <= 512, f"reply line of {len(line) + 2} octets"
         if code:
             assert line[:3] == code, f"code changes inside a reply: {line!r}"
         code = line[:3] if line[3:4] == b"-" else b""
@@ -176,7 +178,8 @@ def one_input(data: bytes) -> None:
     rnd = random.Random(data[1])
     step = data[2] * 3 or len(data)  # 0: everything in one read
     payload = data[3:]
-    engine = Engine(config)
+    # An odd answer seed makes the client one allowed to send XCLIENT.
+    engine = Engine(config, allow_xclient=bool(data[1] & 1))
     if not config.proxy_protocol:
         engine.greet()
     closed = False
@@ -226,6 +229,17 @@ SEEDS: Final = {
     "proxy-v2": b"\x03\x01\x05"
     + b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x07\xc6\x33\x64\x01\x9c\x40\x00\x19"
     + _session(b"EHLO c", b"NOOP"),
+    "xclient": b"\x00\x03\x00"
+    + _session(
+        b"EHLO proxy.example",
+        b"XCLIENT NAME=client.example ADDR=IPV6:2001:db8::1 PORT=4242 LOGIN=ann+2Bx",
+        b"XCLIENT NAME=[TEMPUNAVAIL] HELO=[UNAVAILABLE] PROTO=ESMTP",
+        b"EHLO client.example",
+        b"MAIL FROM:<a@x>",
+        b"XCLIENT ADDR=192.0.2.1",
+        b"BDAT 000003 LAST",
+    )
+    + b"abc",
     "garbage-and-http": b"\x05\x09\x01" + bytes(range(256)) + b"\r\nGET / HTTP/1.1\r\n",
 }
 

@@ -137,8 +137,12 @@ def test_default_bad_command_limit_is_20() -> None:
 def test_http_request_line_closes_with_421(line: bytes) -> None:
     driver = Driver()
     out = driver.send(line + b"\r\nHost: mx\r\n\r\nMAIL FROM:<a@b>\r\n")
-    assert out == b"421 4.7.0 this is an SMTP server, not an HTTP server\r\n"
-    assert driver.events == [ConnectionClosed(reason="closed")]
+    http = Reply(421, "4.7.0 this is an SMTP server, not an HTTP server")
+    assert out == http.to_bytes()
+    assert driver.events == [
+        CommandRejected(line=line.decode(), reply=http),
+        ConnectionClosed(reason="closed"),
+    ]
 
 
 def test_get_without_http_version_is_just_unknown() -> None:

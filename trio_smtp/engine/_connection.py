@@ -9,6 +9,11 @@ buffer; the caller sends :meth:`Engine.data_to_send` whenever ``next_event`` say
 :data:`NEED_DATA` (the client's input is exhausted, so the whole pipelined batch is
 answered in one write, RFC 2920 §3.1) and before closing or starting TLS.
 
+Who does what: ``_commands.py`` parses command lines (it reads the session, never
+changes it); :class:`~._state.SessionState` applies the caller's answer to a command;
+``_data.py`` reads bodies. This module moves bytes between them, keeps the input
+state (:class:`~._state.State`) and the counters that end a session.
+
 The engine holds no clock and does no I/O: timeouts, hooks and sockets belong to the
 caller, which may also end the session with :meth:`Engine.close`.
 """
@@ -16,16 +21,14 @@ caller, which may also end the session with :meth:`Engine.close`.
 from __future__ import annotations
 
 import collections
-import functools
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Final
 
-from . import _state
 from ._auth import SaslExchange
+from ._body import MessageBody, message_replies
+from ._commands import ChunkStarted, Refused, SaslStarted, greeting_reply, read_command
 from ._config import EngineConfig
-from ._data import BdatReader, BdatText, DataReader
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
     AuthCredentials,
@@ -36,31 +39,27 @@ from ._events import (
     Data,
     EndOfMessage,
     Event,
-    Expn,
     Helo,
-    Help,
-    MailFrom,
     MessageData,
     MessageRejected,
-    Noop,
     Quit,
-    RcptTo,
-    Rset,
     StartTLS,
     TLSUpgrade,
-    Vrfy,
-)
-from ._grammar import (
-    ascii_upper,
-    check_domain,
-    decode_xtext,
-    need_value,
-    parse_params,
-    parse_path,
+    Xclient,
 )
 from ._proxy import ProxyHeaderError, parse_proxy_header
 from ._receivebuffer import LINE_TOO_LONG, ReceiveBuffer
-from ._replies import Reply
+from ._replies import (
+    AUTH_INVALID,
+    AUTH_LINE_TOO_LONG,
+    BAD_PIPELINING,
+    MESSAGE_OK,
+    MSG_TOO_BIG,
+    TLS_ON_PLAIN_PORT,
+    TOO_MANY_AUTH,
+    TOO_MANY_ERRORS,
+    Reply,
+)
 from ._state import Phase, SessionState, State
 
 
@@ -81,33 +80,6 @@ NEED_DATA: Final = Sentinel.NEED_DATA
 #: :meth:`Engine.next_event` has nothing until the caller acts (TLS handshake, greeting).
 PAUSED: Final = Sentinel.PAUSED
 
-# RFC 3030 §2: chunk-size = 1*DIGIT; leading zeros are allowed, so the cap is generous.
-_MAX_BDAT_DIGITS: Final = 30
-# Exactly "BDAT" SP chunk-size [ SP end-marker ], ASCII only: nothing else is trusted.
-_BDAT_ARGUMENT: Final = re.compile(rf"([0-9]{{1,{_MAX_BDAT_DIGITS}}})(?: ([Ll][Aa][Ss][Tt]))?\Z")
-_BDAT_UNTRUSTED: Final = Reply(
-    421, "4.5.4 BDAT needs exactly: BDAT chunk-size [LAST]; closing connection"
-)
-_OK: Final = Reply(250, "2.0.0 OK")
-_TOO_MANY_ERRORS: Final = Reply(421, "4.7.0 too many errors, closing connection")
-_TOO_MANY_AUTH: Final = Reply(421, "4.7.0 too many failed authentication attempts")
-_BAD_PIPELINING: Final = Reply(421, "4.5.0 improper pipelining after refused DATA")
-_TLS_ON_PLAIN_PORT: Final = Reply(421, "4.7.0 TLS handshake on a plain SMTP port; use STARTTLS")
-_HTTP: Final = Reply(421, "4.7.0 this is an SMTP server, not an HTTP server")
-_NEED_TLS: Final = Reply(530, "5.7.0 must issue a STARTTLS command first")
-_NEED_AUTH: Final = Reply(530, "5.7.0 authentication required")
-_TOO_MANY_RCPTS: Final = Reply(452, "4.5.3 too many recipients")
-_MSG_TOO_BIG: Final = Reply(552, "5.3.4 message size exceeds fixed maximum message size")
-_SENDER_OK: Final = Reply(250, "2.1.0 sender OK")
-_RECIPIENT_OK: Final = Reply(250, "2.1.5 recipient OK")
-_START_DATA: Final = Reply(354, "end data with <CR><LF>.<CR><LF>")
-_MESSAGE_OK: Final = Reply(250, "2.0.0 OK message accepted")
-_AUTH_INVALID: Final = Reply(535, "5.7.8 authentication credentials invalid")
-_READY_TLS: Final = Reply(220, "2.0.0 ready to start TLS")
-_NO_EXPN: Final = Reply(502, "5.5.1 EXPN not available")
-_CANNOT_VRFY: Final = Reply(
-    252, "2.0.0 cannot VRFY user, but will accept message and attempt delivery"
-)
 #: Codes that count as a client error towards ``max_bad_commands``.
 _BAD_CODES: Final = frozenset({500, 501, 502, 503, 504, 555})
 
@@ -122,28 +94,28 @@ class Engine:
         tls_active: True when the connection is already encrypted (implicit TLS).
     """
 
-    def __init__(self, config: EngineConfig | None = None, *, tls_active: bool = False) -> None:
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        tls_active: bool = False,
+        allow_xclient: bool = False,
+    ) -> None:
         self.config = config if config is not None else EngineConfig()
         self._buf = ReceiveBuffer()
         self._out: list[bytes] = []
         self._events: collections.deque[Event] = collections.deque()
         self._pending: Event | None = None
         self._eof = False
-        self._reader: DataReader | BdatReader | None = None
+        self._body = MessageBody(self.config)
         self._sasl: SaslExchange | None = None
-        self._bdat_event: Bdat | None = None
-        self._bdat_error: Reply | None = None
         self._bad_commands = 0
         self._auth_failures = 0
-        self._size = 0
+        self._tls_announced = False
+        self._session = SessionState(tls_active=tls_active)
+        self._session.allow_xclient(allow_xclient)
         #: The connection state (what input comes next).
         self.state = State.PROXY if self.config.proxy_protocol else State.CONNECTED
-        self._session = SessionState(tls_active=tls_active)
-        self._smtputf8 = False
-        self._body = "7BIT"
-        self._tls_announced = False
-        self._bdat_refusal: Reply | None = None
-        self._bdat_text: BdatText | None = None
 
     # ------------------------------------------------------------------ the caller's side
 
@@ -173,6 +145,16 @@ class Engine:
         # Kept for callers that mark implicit TLS after construction; prefer
         # ``Engine(config, tls_active=True)``.
         self._session.set_tls_active(value)
+
+    @property
+    def allow_xclient(self) -> bool:
+        """Whether this client may send XCLIENT (advertised in EHLO only then; others
+        get 550 5.7.0). The caller sets it for trusted proxies (``--xclient-from``)."""
+        return self._session.xclient_allowed
+
+    @allow_xclient.setter
+    def allow_xclient(self, value: bool) -> None:
+        self._session.allow_xclient(value)
 
     @property
     def helo_name(self) -> str | None:
@@ -243,8 +225,7 @@ class Engine:
         if self.state is not State.CONNECTED:
             raise LocalProtocolError(f"cannot greet in state {self.state.value}")
         if reply is None:
-            kind = "LMTP" if self.config.lmtp else self.config.banner
-            reply = Reply(220, f"{self.config.hostname} {kind}")
+            reply = greeting_reply(self.config)
         self._out.append(reply.to_bytes(enhanced=False))
         if reply.code == 220:
             self.state = State.COMMAND
@@ -275,7 +256,7 @@ class Engine:
             raise LocalProtocolError(f"no STARTTLS in progress (state {self.state.value})")
         self.state = State.COMMAND
         self._session.tls_started()
-        self._reset_transaction()
+        self._body.reset()
 
     def next_event(self) -> EventOrSentinel:
         """The next event, or :data:`NEED_DATA` / :data:`PAUSED`.
@@ -293,7 +274,7 @@ class Engine:
                 if self._buf.raw[:1] == b"\x16" and state is State.COMMAND:
                     # A TLS record (ClientHello) where a command should be: the client
                     # wants implicit TLS. No SMTP command starts with 0x16.
-                    self._send(_TLS_ON_PLAIN_PORT)
+                    self._send(TLS_ON_PLAIN_PORT)
                     return self._emit(self._close("closed"))
                 line = self._buf.next_line(self._line_limit())
                 if line is None:
@@ -342,7 +323,7 @@ class Engine:
             raise LocalProtocolError("no event is waiting for a reply")
         if isinstance(event, EndOfMessage):
             # Checked before the event is dropped: a bad call leaves it pending.
-            replies = self._message_replies(event, reply)
+            replies = message_replies(event, reply, lmtp=self.config.lmtp)
             self._pending = None
             self._message_done()
             for r in replies:
@@ -368,7 +349,7 @@ class Engine:
     def _close(self, reason: str) -> ConnectionClosed:
         self.state = State.CLOSED
         self._session.closed(reason)
-        self._reader = None
+        self._body.reset()
         self._sasl = None
         self._buf.discard(len(self._buf))
         return ConnectionClosed(reason=reason)
@@ -392,7 +373,7 @@ class Engine:
         self._bad_commands += 1
         if self._bad_commands < self.config.max_bad_commands:
             return False
-        self._send(_TOO_MANY_ERRORS)
+        self._send(TOO_MANY_ERRORS)
         self._close("closed")
         return True
 
@@ -402,18 +383,10 @@ class Engine:
         self._count_error(reply)
         return CommandRejected(line=line, reply=reply)
 
-    def _reset_transaction(self) -> None:
-        self._session.reset_transaction()
-        self._smtputf8 = False
-        self._body = "7BIT"
-        self._size = 0
-        self._bdat_error = None
-        self._bdat_text = None
-
     def _message_done(self) -> None:
         self.state = State.COMMAND
-        self._reader = None
-        self._reset_transaction()
+        self._body.reset()
+        self._session.reset_transaction()
 
     # ------------------------------------------------------------------ PROXY
 
@@ -433,330 +406,22 @@ class Engine:
     def _line(self, raw: bytes) -> Event | None:
         if self.state is State.AUTH:
             return self._auth_line(raw)
-        if raw is LINE_TOO_LONG:
-            return self._reject("", Reply(500, "5.5.6 line too long"))
-        head = raw.lstrip(b" \t")[:5]
-        if head[:4].upper() == b"BDAT" and not head[4:].isalnum():
-            # Checked on the raw octets, before anything could refuse the line: a BDAT
-            # is followed by its chunk, and if the size is not read exactly as the
-            # client meant it, the chunk would run as commands (smuggling).
-            return self._bdat_line(raw)
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return self._reject(
-                raw[:40].decode("ascii", "replace"), Reply(500, "5.5.2 command is not valid UTF-8")
-            )
-        verb, _, argument = line.partition(" ")
-        verb = ascii_upper(verb)
-        argument = argument.strip(" ")
-        if verb == "AUTH":
-            # Events may be logged: never carry the initial response (a password).
-            line = f"AUTH {argument.partition(' ')[0]}".rstrip()
-        if "\r" in line or "\x00" in line:
-            return self._reject(line, Reply(501, "5.5.2 control characters in command"))
-        if not verb:
-            return self._reject(line, Reply(500, "5.5.2 empty command"))
-        handler = _HANDLERS.get(verb)
-        if handler is None:
-            if verb in _state.HTTP_VERBS and "HTTP/" in argument:
-                self._send(_HTTP)
-                return self._close("closed")
-            if verb in _state.NOT_IMPLEMENTED:
-                return self._reject(line, Reply(502, "5.5.1 command not implemented"))
-            return self._reject(line, Reply(500, "5.5.2 command not recognized"))
-        try:
-            event = handler(self, verb, argument)
-        except RemoteProtocolError as exc:
-            rejected = self._reject(line, exc.reply)
-            if verb == "DATA" and self._buf and self.state is not State.CLOSED:
-                # RFC 2920 §3.1: DATA ends a pipelined group, so bytes already here
-                # are a body sent without waiting for 354; never run them as commands.
-                self._send(_BAD_PIPELINING)
-                self._close("closed")
+        outcome = read_command(self.config, self._session, raw, pipelined=bool(self._buf))
+        if isinstance(outcome, Refused):
+            rejected = self._reject(outcome.line, outcome.reply)
+            if outcome.close is not None and self.state is not State.CLOSED:
+                if outcome.then is not None:
+                    self._send(outcome.then)
+                self._close(outcome.close)
             return rejected
-        return event
-
-    def _gate(self, verb: str) -> None:
-        """Policy and sequence checks that come before parsing arguments."""
-        if (
-            self.config.require_tls
-            and not self.tls_active
-            and verb
-            in (
-                "MAIL",
-                "RCPT",
-                "DATA",
-                "BDAT",
-                "AUTH",
-            )
-        ):
-            raise RemoteProtocolError(_NEED_TLS)
-        error = _state.check_sequence(verb, self.phase)
-        if error is not None:
-            raise RemoteProtocolError(error)
-
-    def _helo(self, verb: str, argument: str) -> Event:
-        lmtp = self.config.lmtp
-        if lmtp and verb != "LHLO":
-            raise RemoteProtocolError(Reply(500, "5.5.1 this is an LMTP server: use LHLO"))
-        if not lmtp and verb == "LHLO":
-            raise RemoteProtocolError(Reply(500, "5.5.2 command not recognized"))
-        if not check_domain(argument):
-            raise RemoteProtocolError(Reply(501, f"5.5.4 syntax: {verb} hostname"))
-        extended = verb != "HELO"
-        default = _hello_reply(self.config, extended=extended, tls_active=self.tls_active)
-        return Helo(
-            verb=verb, argument=argument, name=argument, extended=extended, default_reply=default
-        )
-
-    def _mail(self, verb: str, argument: str) -> Event:
-        self._gate(verb)
-        if self.config.auth_required and self.authenticated_as is None:
-            raise RemoteProtocolError(_NEED_AUTH)
-        if ascii_upper(argument[:5]) != "FROM:":
-            raise RemoteProtocolError(Reply(501, "5.5.4 syntax: MAIL FROM:<address>"))
-        c = self.config
-        address, rest = parse_path(
-            argument[5:],
-            utf8=c.smtputf8,
-            allow_null=True,
-            allow_postmaster=False,
-            sender=True,
-            lenient=c.lenient_addresses,
-        )
-        params = parse_params(rest, utf8=c.smtputf8)
-        size: int | None = None
-        body = "7BIT"
-        ret = envid = auth = None
-        smtputf8 = False
-        for key in params:
-            if key == "SIZE":  # RFC 1870 §6
-                value = need_value(params, key)
-                # isascii(): str.isdigit() also accepts digits int() refuses ("²").
-                if not value.isascii() or not value.isdigit() or len(value) > 20:
-                    raise RemoteProtocolError(Reply(501, "5.5.4 bad SIZE value"))
-                size = int(value)
-                if c.max_message_size is not None and size > c.max_message_size:
-                    raise RemoteProtocolError(_MSG_TOO_BIG)
-            elif key == "BODY":  # RFC 6152, RFC 3030 §3
-                body = ascii_upper(need_value(params, key))
-                allowed = {"7BIT"}
-                if c.eightbitmime:
-                    allowed.add("8BITMIME")
-                if c.chunking and c.binarymime:
-                    allowed.add("BINARYMIME")
-                if body not in allowed:
-                    raise RemoteProtocolError(Reply(501, f"5.5.4 unsupported BODY={body}"))
-            elif key == "SMTPUTF8" and c.smtputf8:  # RFC 6531 §3.4
-                if params[key] is not None:
-                    raise RemoteProtocolError(Reply(501, "5.5.4 SMTPUTF8 takes no value"))
-                smtputf8 = True
-            elif key == "RET" and c.dsn:  # RFC 3461 §4.3
-                ret = ascii_upper(need_value(params, key))
-                if ret not in ("FULL", "HDRS"):
-                    raise RemoteProtocolError(Reply(501, "5.5.4 RET must be FULL or HDRS"))
-            elif key == "ENVID" and c.dsn:  # RFC 3461 §4.4
-                envid = decode_xtext(need_value(params, key), "ENVID")
-                if len(need_value(params, key)) > 100:
-                    raise RemoteProtocolError(Reply(501, "5.5.4 ENVID too long"))
-            elif key == "AUTH" and c.auth_mechanisms:  # RFC 4954 §5
-                auth = decode_xtext(need_value(params, key), "AUTH")
-            else:
-                raise RemoteProtocolError(Reply(555, f"5.5.4 unsupported parameter {key}"))
-        if not address.isascii() and not smtputf8:
-            raise RemoteProtocolError(
-                Reply(553, "5.6.7 non-ASCII addresses need the SMTPUTF8 parameter")
-            )
-        self._smtputf8 = smtputf8
-        self._body = body
-        return MailFrom(
-            verb=verb,
-            argument=argument,
-            address=address,
-            params=params,
-            size=size,
-            body=body,
-            smtputf8=smtputf8,
-            ret=ret,
-            envid=envid,
-            auth=auth,
-            default_reply=_SENDER_OK,
-        )
-
-    def _rcpt(self, verb: str, argument: str) -> Event:
-        self._gate(verb)
-        if ascii_upper(argument[:3]) != "TO:":
-            raise RemoteProtocolError(Reply(501, "5.5.4 syntax: RCPT TO:<address>"))
-        c = self.config
-        address, rest = parse_path(
-            argument[3:],
-            utf8=self._smtputf8,
-            allow_null=False,
-            allow_postmaster=True,
-            sender=False,
-            lenient=c.lenient_addresses,
-        )
-        params = parse_params(rest, utf8=self._smtputf8)
-        notify: tuple[str, ...] | None = None
-        orcpt: tuple[str, str] | None = None
-        for key in params:
-            if key == "NOTIFY" and c.dsn:  # RFC 3461 §4.1
-                words = tuple(ascii_upper(w) for w in need_value(params, key).split(","))
-                valid = {"SUCCESS", "FAILURE", "DELAY"}
-                if not (
-                    words == ("NEVER",) or (set(words) <= valid and len(set(words)) == len(words))
-                ):
-                    raise RemoteProtocolError(Reply(501, "5.5.4 bad NOTIFY value"))
-                notify = words
-            elif key == "ORCPT" and c.dsn:  # RFC 3461 §4.2
-                kind, sep, value = need_value(params, key).partition(";")
-                if not sep or not kind or not value or not kind.isascii():
-                    raise RemoteProtocolError(Reply(501, "5.5.4 bad ORCPT value"))
-                orcpt = (kind.lower(), decode_xtext(value, "ORCPT"))
-            else:
-                raise RemoteProtocolError(Reply(555, f"5.5.4 unsupported parameter {key}"))
-        if self.recipients >= c.max_recipients:
-            raise RemoteProtocolError(_TOO_MANY_RCPTS)
-        return RcptTo(
-            verb=verb,
-            argument=argument,
-            address=address,
-            params=params,
-            notify=notify,
-            orcpt=orcpt,
-            default_reply=_RECIPIENT_OK,
-        )
-
-    def _data(self, verb: str, argument: str) -> Event:
-        self._gate(verb)
-        if argument:
-            raise RemoteProtocolError(Reply(501, "5.5.4 syntax: DATA"))
-        if self._bdat_error is not None:
-            raise RemoteProtocolError(self._bdat_error)
-        if self._body == "BINARYMIME":
-            raise RemoteProtocolError(Reply(503, "5.5.1 BODY=BINARYMIME needs BDAT, not DATA"))
-        return Data(
-            verb=verb,
-            argument=argument,
-            default_reply=_START_DATA,
-        )
-
-    def _bdat_line(self, raw: bytes) -> Event | None:
-        """A BDAT command line, parsed strictly (RFC 3030 §2) or the session ends."""
-        text = raw.decode("ascii", "replace")
-        if not self.config.chunking:
-            # Not advertised, so no client may send it (RFC 3030 §2): an unknown command.
-            return self._reject(text[:40], Reply(502, "5.5.1 command not implemented"))
-        m = _BDAT_ARGUMENT.match(text, 5) if raw.isascii() and text[:5].upper() == "BDAT " else None
-        if m is None:
-            # RFC 3030 §2: the chunk's octets follow whatever the reply; when their count
-            # is not certain, nothing after this line can be told from a command.
-            self._send(_BDAT_UNTRUSTED)
-            rejected = CommandRejected(line=text[:60], reply=_BDAT_UNTRUSTED)
-            self._close("bdat-syntax")
-            return rejected
-        return self._bdat("BDAT", text[5:], int(m.group(1)), last=m.group(2) is not None)
-
-    def _bdat(self, verb: str, argument: str, size: int, *, last: bool) -> Event | None:
-        # RFC 3030 §2: the chunk's octets follow the command whatever its fate, so a
-        # refused chunk is read and thrown away rather than parsed as commands.
-        error: Reply | None = None
-        try:
-            self._gate(verb)
-        except RemoteProtocolError as exc:
-            error = exc.reply
-        if error is None and self._bdat_error is not None:
-            error = self._bdat_error
-        limit = self.config.max_message_size
-        if error is None and limit is not None and self._size + size > limit:
-            error = _MSG_TOO_BIG
-        self._bdat_event = Bdat(
-            verb=verb,
-            argument=argument,
-            size=size,
-            last=last,
-            default_reply=Reply(250, f"2.0.0 {size} octets received"),
-        )
-        self._bdat_refusal = error
-        if error is None and self._bdat_text is None and self._body != "BINARYMIME":
-            c = self.config
-            self._bdat_text = BdatText(
-                max_line_length=c.max_data_line, bare_line_endings=c.bare_line_endings
-            )
-        text = self._bdat_text if error is None else None
-        self._reader = BdatReader(size, keep=error is None, text=text, last=last)
-        self.state = State.BDAT
-        return None
-
-    def _rset(self, verb: str, argument: str) -> Event:
-        if argument:
-            raise RemoteProtocolError(Reply(501, "5.5.4 syntax: RSET"))
-        return Rset(verb=verb, default_reply=_OK)
-
-    def _noop(self, verb: str, argument: str) -> Event:
-        return Noop(verb=verb, argument=argument, default_reply=_OK)
-
-    def _quit(self, verb: str, argument: str) -> Event:
-        if argument:
-            raise RemoteProtocolError(Reply(501, "5.5.4 syntax: QUIT"))
-        return Quit(
-            verb=verb, default_reply=Reply(221, f"2.0.0 {self.config.hostname} closing connection")
-        )
-
-    def _vrfy(self, verb: str, argument: str) -> Event:
-        if not argument:
-            raise RemoteProtocolError(Reply(501, "5.5.4 syntax: VRFY address"))
-        return Vrfy(
-            verb=verb,
-            argument=argument,
-            default_reply=_CANNOT_VRFY,
-        )
-
-    def _expn(self, verb: str, argument: str) -> Event:
-        if not argument:
-            raise RemoteProtocolError(Reply(501, "5.5.4 syntax: EXPN list"))
-        return Expn(verb=verb, argument=argument, default_reply=_NO_EXPN)
-
-    def _help(self, verb: str, argument: str) -> Event:
-        hello = "LHLO" if self.config.lmtp else "HELO EHLO"
-        text = (
-            f"2.0.0 commands: {hello} MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY EXPN HELP"
-            " STARTTLS AUTH"
-        )
-        return Help(verb=verb, argument=argument, default_reply=Reply(214, text))
-
-    def _starttls(self, verb: str, argument: str) -> Event:
-        if not self.config.starttls:
-            raise RemoteProtocolError(Reply(502, "5.5.1 STARTTLS not available"))
-        if self.tls_active:
-            raise RemoteProtocolError(Reply(503, "5.5.1 TLS is already active"))
-        if argument:
-            raise RemoteProtocolError(Reply(501, "5.5.4 syntax: STARTTLS"))
-        self._gate(verb)
-        return StartTLS(verb=verb, default_reply=_READY_TLS)
-
-    def _auth(self, verb: str, argument: str) -> Event | None:
-        c = self.config
-        if not c.auth_mechanisms:
-            raise RemoteProtocolError(Reply(502, "5.5.1 authentication not enabled"))
-        self._gate(verb)
-        if self.authenticated_as is not None:
-            raise RemoteProtocolError(Reply(503, "5.5.1 already authenticated"))
-        parts = argument.split(" ")
-        if not argument or len(parts) > 2:
-            raise RemoteProtocolError(Reply(501, "5.5.4 syntax: AUTH mechanism [initial-response]"))
-        mechanism = ascii_upper(parts[0])
-        if mechanism not in c.auth_mechanisms:
-            raise RemoteProtocolError(Reply(504, "5.5.4 unrecognized authentication type"))
-        if not self.tls_active and not c.auth_insecure:
-            # RFC 4954 §6
-            raise RemoteProtocolError(
-                Reply(538, "5.7.11 encryption required for requested authentication mechanism")
-            )
-        sasl = SaslExchange(mechanism)
-        result = sasl.start(parts[1] if len(parts) == 2 else None)
-        return self._sasl_result(sasl, result)
+        if isinstance(outcome, ChunkStarted):
+            binary = self._session.body == "BINARYMIME"
+            self._body.start_chunk(outcome.chunk, outcome.refusal, binary=binary)
+            self.state = State.BDAT
+            return None
+        if isinstance(outcome, SaslStarted):
+            return self._sasl_result(outcome.exchange, outcome.result)
+        return outcome
 
     def _sasl_result(
         self, sasl: SaslExchange, result: Reply | tuple[str, str, str]
@@ -776,7 +441,7 @@ class Engine:
             login=login,
             password=password,
             authzid=authzid,
-            default_reply=_AUTH_INVALID,
+            default_reply=AUTH_INVALID,
         )
 
     def _auth_line(self, raw: bytes) -> Event | None:
@@ -785,7 +450,7 @@ class Engine:
         if raw is LINE_TOO_LONG:
             self._sasl = None
             self.state = State.COMMAND
-            return self._reject("AUTH", Reply(500, "5.5.6 authentication line too long"))
+            return self._reject("AUTH", AUTH_LINE_TOO_LONG)
         try:
             result = sasl.step(raw.decode("ascii", "replace").strip())
         except RemoteProtocolError as exc:
@@ -797,91 +462,36 @@ class Engine:
     # ------------------------------------------------------------------ bodies
 
     def _body_step(self) -> Event | None:
-        reader = self._reader
-        assert reader is not None
-        data, done = reader.feed(self._buf.raw)
-        if isinstance(reader, BdatReader):
-            if data:
-                self._size += len(data)
-            if done:
-                self._bdat_done()
-            if data:
-                return MessageData(data=data)
-            if done:
-                return self._events.popleft() if self._events else None
-            return None
-        if done:
-            self.state = State.COMMAND
-            if reader.error is not None:
-                self._send(reader.error)
-                self._message_done()
-                ev: Event = MessageRejected(reply=reader.error)
-            else:
-                ev = EndOfMessage(
-                    size=reader.size,
-                    recipients=self.recipients,
-                    default_reply=_MESSAGE_OK,
-                )
-            if data:
-                self._events.append(ev)
-                return MessageData(data=data)
-            return ev
-        if data:
-            return MessageData(data=data)
-        return None
-
-    def _bdat_done(self) -> None:
+        data, end = self._body.feed(self._buf.raw)
+        if data and self.state is State.BDAT:
+            self._session.received(len(data))
+        if end is None:
+            return MessageData(data=data) if data else None
         self.state = State.COMMAND
-        self._reader = None
-        event = self._bdat_event
-        assert event is not None
-        refusal = self._bdat_refusal
-        text = self._bdat_text
-        if refusal is None and text is not None and text.error is not None:
-            # RFC 3030 §3: BDAT text is still text; bare CR/LF or an over-long line
-            # fail the chunk where they were seen, and so the transaction.
-            refusal = text.error
-        if refusal is not None:
-            rejected = self._reject(f"BDAT {event.argument}", refusal)
-            if self.state is not State.CLOSED and self.in_transaction:
-                # A refused chunk ends the transaction; later chunks get 503 until RSET.
-                self._bdat_error = Reply(503, "5.5.1 previous BDAT failed; send RSET")
-                if refusal is _MSG_TOO_BIG:
-                    self._size = 0
-            self._events.append(rejected)
-            return
-        self._events.append(event)
-
-    def _message_replies(
-        self, event: EndOfMessage, reply: Reply | Sequence[Reply] | None
-    ) -> list[Reply]:
-        if reply is None:
-            replies = [event.default_reply]
-        elif isinstance(reply, Reply):
-            replies = [reply]
-        else:
-            replies = list(reply)
-            if not all(isinstance(r, Reply) for r in replies):
-                raise LocalProtocolError(f"expected replies, not {reply!r}")
-        if self.config.lmtp:
-            # RFC 2033 §4.2: one reply for each recipient that got a 250 to RCPT.
-            if len(replies) == 1:
-                replies = replies * event.recipients
-            elif len(replies) != event.recipients:
-                raise LocalProtocolError(
-                    f"LMTP needs {event.recipients} replies, got {len(replies)}"
-                )
-        elif len(replies) != 1:
-            raise LocalProtocolError("an SMTP message gets exactly one reply")
-        return replies
+        if isinstance(end, MessageRejected):
+            self._send(end.reply)
+            self._message_done()
+        elif isinstance(end, CommandRejected):
+            # A refused BDAT chunk, read in full and thrown away (RFC 3030 §2).
+            self._send(end.reply)
+            if not self._count_error(end.reply) and self.in_transaction:
+                # It ends the transaction; later chunks get 503 until RSET.
+                self._session.chunk_refused(too_big=end.reply is MSG_TOO_BIG)
+        if data:
+            self._events.append(end)
+            return MessageData(data=data)
+        return end
 
     # ------------------------------------------------------------------ answers
 
     def _apply(self, event: Event, reply: Reply) -> None:
+        assert isinstance(event, Command)
         positive = reply.code < 400
         if not (positive and isinstance(event, Bdat) and event.last):
             # RFC 3030 §2: BDAT LAST gets one reply, the message's (EndOfMessage's).
-            self._send(reply, enhanced=not isinstance(event, Helo))
+            # A greeting-like reply (HELO, a successful XCLIENT) has no enhanced code.
+            plain = isinstance(event, Helo) or (positive and isinstance(event, Xclient))
+            self._send(reply, enhanced=not plain)
         if positive:
             self._bad_commands = 0
         elif self._count_error(reply):
@@ -889,109 +499,56 @@ class Engine:
         if reply.code == 421:
             self._close("closed")
             return
-        if isinstance(event, Helo):
-            if positive:
-                self._session.hello(event.name, extended=event.extended)
-                self._reset_transaction()
-        elif isinstance(event, MailFrom):
-            if positive:
-                self._session.advance("MAIL")
-            else:
-                self._smtputf8 = False
-                self._body = "7BIT"
-        elif isinstance(event, RcptTo):
-            if positive:
-                self._session.advance("RCPT")
-        elif isinstance(event, Data):
-            if positive:
-                c = self.config
-                self._reader = DataReader(
-                    max_size=c.max_message_size,
-                    max_line_length=c.max_data_line,
-                    bare_line_endings=c.bare_line_endings,
-                )
-                self.state = State.DATA
-            elif self._buf:
-                # RFC 2920 §3.1: DATA ends a pipelined group, so bytes already here are
-                # a body sent without waiting for 354; never run them as commands.
-                self._send(_BAD_PIPELINING)
-                self._close("closed")
-        elif isinstance(event, Bdat):
-            if positive:
-                self._session.advance("BDAT")
-                if event.last:
-                    self._events.append(
-                        EndOfMessage(
-                            size=self._size,
-                            recipients=self.recipients,
-                            default_reply=_MESSAGE_OK,
-                        )
-                    )
-            else:
-                self._reset_transaction()
-        elif isinstance(event, Rset):
-            self._reset_transaction()
-        elif isinstance(event, Quit):
-            self._close("quit")
-        elif isinstance(event, StartTLS):
-            if positive:
-                self.state = State.STARTTLS
-                self._tls_announced = False
-        elif isinstance(event, AuthCredentials):
-            if reply.code == 235:
-                self._session.authenticated(event.login, event.mechanism)
-                self._auth_failures = 0
-            else:
-                self._auth_failures += 1
-                if self._auth_failures >= self.config.max_auth_failures:
-                    self._send(_TOO_MANY_AUTH)
-                    self._close("auth-failures")
+        self._session.answered(event, reply)
+        after = _AFTER_REPLY.get(type(event))
+        if after is not None:
+            after(self, event, positive, reply)
+        if not self.in_transaction:
+            self._body.reset()
+
+    def _after_data(self, event: Event, positive: bool, reply: Reply) -> None:
+        if positive:
+            self._body.start_data(recipients=self._session.recipients)
+            self.state = State.DATA
+        elif self._buf:
+            # RFC 2920 §3.1: DATA ends a pipelined group, so bytes already here are
+            # a body sent without waiting for 354; never run them as commands.
+            self._send(BAD_PIPELINING)
+            self._close("closed")
+
+    def _after_bdat(self, event: Event, positive: bool, reply: Reply) -> None:
+        assert isinstance(event, Bdat)
+        if positive and event.last:
+            s = self._session
+            self._events.append(
+                EndOfMessage(size=s.size, recipients=s.recipients, default_reply=MESSAGE_OK)
+            )
+
+    def _after_quit(self, event: Event, positive: bool, reply: Reply) -> None:
+        self._close("quit")
+
+    def _after_starttls(self, event: Event, positive: bool, reply: Reply) -> None:
+        if positive:
+            self.state = State.STARTTLS
+            self._tls_announced = False
+
+    def _after_auth(self, event: Event, positive: bool, reply: Reply) -> None:
+        if reply.code == 235:
+            self._auth_failures = 0
+            return
+        self._auth_failures += 1
+        if self._auth_failures >= self.config.max_auth_failures:
+            self._send(TOO_MANY_AUTH)
+            self._close("auth-failures")
 
 
-def _keywords(c: EngineConfig, tls_active: bool) -> list[str]:
-    words = []
-    if c.pipelining:
-        words.append("PIPELINING")
-    words.append(f"SIZE {c.max_message_size}" if c.max_message_size else "SIZE")
-    if c.eightbitmime:
-        words.append("8BITMIME")
-    if c.smtputf8:
-        words.append("SMTPUTF8")
-    words.append("ENHANCEDSTATUSCODES")
-    if c.chunking:
-        words.append("CHUNKING")
-        if c.binarymime:
-            words.append("BINARYMIME")
-    if c.dsn:
-        words.append("DSN")
-    if c.starttls and not tls_active:
-        words.append("STARTTLS")
-    if c.auth_mechanisms and (tls_active or c.auth_insecure):
-        words.append("AUTH " + " ".join(c.auth_mechanisms))
-    return words
-
-
-@functools.lru_cache(maxsize=64)
-def _hello_reply(config: EngineConfig, *, extended: bool, tls_active: bool) -> Reply:
-    """The default reply to HELO (the name) or EHLO/LHLO (the name and extensions)."""
-    if not extended:
-        return Reply(250, config.hostname)
-    return Reply(250, "\n".join([config.hostname, *_keywords(config, tls_active)]))
-
-
-_HANDLERS = {
-    "HELO": Engine._helo,
-    "EHLO": Engine._helo,
-    "LHLO": Engine._helo,
-    "MAIL": Engine._mail,
-    "RCPT": Engine._rcpt,
-    "DATA": Engine._data,
-    "RSET": Engine._rset,
-    "NOOP": Engine._noop,
-    "QUIT": Engine._quit,
-    "VRFY": Engine._vrfy,
-    "EXPN": Engine._expn,
-    "HELP": Engine._help,
-    "STARTTLS": Engine._starttls,
-    "AUTH": Engine._auth,
+#: What the engine itself does once a command is answered (the session's facts move in
+#: ``SessionState.answered``): start a body reader, queue the end of a BDAT message,
+#: close after QUIT, wait for the TLS handshake, count failed AUTH attempts.
+_AFTER_REPLY: Final[dict[type[Event], Callable[[Engine, Event, bool, Reply], None]]] = {
+    Data: Engine._after_data,
+    Bdat: Engine._after_bdat,
+    Quit: Engine._after_quit,
+    StartTLS: Engine._after_starttls,
+    AuthCredentials: Engine._after_auth,
 }

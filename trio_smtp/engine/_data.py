@@ -28,7 +28,7 @@ import re
 from enum import Enum
 from typing import Final
 
-from ._replies import Reply
+from ._replies import BARE_LINE_ENDING, LINE_TOO_LONG, MSG_TOO_BIG, Reply
 
 _TERMINATOR: Final = b"\r\n.\r\n"
 _BARE_RE: Final = re.compile(rb"\r\n|\r|\n")
@@ -41,11 +41,6 @@ class BareLineEndings(Enum):
     NORMALIZE = "normalize"
     #: Read to the end of the message, then refuse it with 550 5.6.0.
     REJECT = "reject"
-
-
-TOO_BIG: Final = Reply(552, "5.3.4 message size exceeds fixed maximum message size")
-LINE_TOO_LONG: Final = Reply(500, "5.5.6 line too long")
-BARE_LINE_ENDING: Final = Reply(550, "5.6.0 bare LF or CR in message; use CRLF line endings")
 
 
 def _held_back(buf: bytearray | bytes, at_line_start: bool) -> int:
@@ -169,7 +164,7 @@ class DataReader:
             region = _BARE_RE.sub(b"\r\n", region)
         self.size += len(region)
         if self._max_size is not None and self.size > self._max_size:
-            self.error = TOO_BIG
+            self.error = MSG_TOO_BIG
             return b""
         return region
 

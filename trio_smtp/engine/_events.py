@@ -173,6 +173,40 @@ class AuthCredentials(Command):
 
 
 @attrs.frozen(kw_only=True)
+class Xclient(Command):
+    """XCLIENT (Postfix's extension): a trusted proxy says who the real client is.
+
+    Only sent by clients the caller allowed (``Engine.allow_xclient``). The default reply
+    is a new 220 greeting: on a positive answer the session starts over (the client
+    must send EHLO again) as if the client had just connected, with ``login`` (when
+    given) as the authenticated user. The caller applies the other attributes to what
+    its hooks, limits, logs and Received header see; a negative answer changes nothing.
+
+    Attributes:
+        attributes: Every attribute given, names upper-cased, values xtext-decoded;
+            ``[UNAVAILABLE]`` and ``[TEMPUNAVAIL]`` kept as these upper-case markers.
+        name: The client's hostname (``NAME``), ``None`` if not given or unavailable.
+        addr: The client's address (``ADDR``; IPv6 without the ``IPV6:`` prefix).
+        port: The client's port (``PORT``).
+        proto: ``"SMTP"`` or ``"ESMTP"`` (``PROTO``).
+        helo: The client's HELO/EHLO name (``HELO``).
+        login: The SASL login (``LOGIN``).
+        destaddr: The server address the client connected to (``DESTADDR``).
+        destport: The server port the client connected to (``DESTPORT``).
+    """
+
+    attributes: dict[str, str]
+    name: str | None = None
+    addr: str | None = None
+    port: int | None = None
+    proto: str | None = None
+    helo: str | None = None
+    login: str | None = None
+    destaddr: str | None = None
+    destport: int | None = None
+
+
+@attrs.frozen(kw_only=True)
 class MessageData(Event):
     """A piece of message content, dot-unstuffed, as it arrives.
 

@@ -1,4 +1,5 @@
-"""SMTP replies: the :class:`Reply` type, the reply-code table and enhanced status codes.
+"""SMTP replies: the :class:`Reply` type, the reply-code table, enhanced status codes, and
+every fixed reply the engine sends on its own (one place, imported by every module).
 
 A reply is also an exception, so that a hook can ``raise Reply(550, "5.1.1 no such user")``
 as naturally as it returns one.
@@ -7,7 +8,6 @@ as naturally as it returns one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Final
 
 #: RFC 5321 §4.2.2, RFC 4954 §6, RFC 3207 §4, RFC 7504, RFC 3030, RFC 6531: every reply code
@@ -49,42 +49,6 @@ REPLY_CODES: Final[dict[int, str]] = {
     555: "MAIL FROM/RCPT TO parameters not recognized or not implemented",
     556: "Domain does not accept mail",
 }
-
-SYSTEM_STATUS: Final = 211
-HELP_MESSAGE: Final = 214
-SERVICE_READY: Final = 220
-SERVICE_CLOSING: Final = 221
-AUTH_SUCCEEDED: Final = 235
-OK: Final = 250
-USER_NOT_LOCAL_WILL_FORWARD: Final = 251
-CANNOT_VRFY: Final = 252
-AUTH_CONTINUE: Final = 334
-START_MAIL_INPUT: Final = 354
-SERVICE_UNAVAILABLE: Final = 421
-PASSWORD_TRANSITION_NEEDED: Final = 432
-MAILBOX_UNAVAILABLE_TEMPORARY: Final = 450
-LOCAL_ERROR: Final = 451
-INSUFFICIENT_STORAGE: Final = 452
-TEMPORARY_AUTH_FAILURE: Final = 454
-CANNOT_ACCOMMODATE_PARAMETERS: Final = 455
-SYNTAX_ERROR: Final = 500
-SYNTAX_ERROR_IN_PARAMETERS: Final = 501
-NOT_IMPLEMENTED: Final = 502
-BAD_SEQUENCE: Final = 503
-PARAMETER_NOT_IMPLEMENTED: Final = 504
-DOES_NOT_ACCEPT_MAIL: Final = 521
-AUTH_REQUIRED: Final = 530
-AUTH_MECHANISM_TOO_WEAK: Final = 534
-AUTH_INVALID: Final = 535
-ENCRYPTION_REQUIRED: Final = 538
-REJECTED_BY_POLICY: Final = 541
-MAILBOX_UNAVAILABLE: Final = 550
-USER_NOT_LOCAL: Final = 551
-EXCEEDED_STORAGE: Final = 552
-MAILBOX_NAME_NOT_ALLOWED: Final = 553
-TRANSACTION_FAILED: Final = 554
-PARAMETERS_NOT_RECOGNIZED: Final = 555
-DOMAIN_DOES_NOT_ACCEPT_MAIL: Final = 556
 
 #: RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets, code and CRLF included.
 MAX_REPLY_LINE: Final = 512
@@ -241,46 +205,44 @@ def _split_line(prefix: str, text: str) -> list[str]:
     return out or [prefix.rstrip()]
 
 
-def join_replies(replies: Iterable[Reply], *, enhanced: bool = True) -> bytes:
-    """Concatenate several replies' wire forms."""
-    return b"".join(r.to_bytes(enhanced=enhanced) for r in replies)
+# ---------------------------------------------------------------- the engine's fixed replies
+# Default answers to commands (what Engine.respond() sends when given no reply).
 
+OK: Final = Reply(250, "2.0.0 OK")
+SENDER_OK: Final = Reply(250, "2.1.0 sender OK")
+RECIPIENT_OK: Final = Reply(250, "2.1.5 recipient OK")
+START_DATA: Final = Reply(354, "end data with <CR><LF>.<CR><LF>")
+MESSAGE_OK: Final = Reply(250, "2.0.0 OK message accepted")
+AUTH_INVALID: Final = Reply(535, "5.7.8 authentication credentials invalid")
+READY_TLS: Final = Reply(220, "2.0.0 ready to start TLS")
+NO_EXPN: Final = Reply(502, "5.5.1 EXPN not available")
+CANNOT_VRFY: Final = Reply(
+    252, "2.0.0 cannot VRFY user, but will accept message and attempt delivery"
+)
 
-#: The named reply codes, exported by :mod:`trio_smtp.engine`.
-CODE_NAMES: Final = (
-    "SYSTEM_STATUS",
-    "HELP_MESSAGE",
-    "SERVICE_READY",
-    "SERVICE_CLOSING",
-    "AUTH_SUCCEEDED",
-    "OK",
-    "USER_NOT_LOCAL_WILL_FORWARD",
-    "CANNOT_VRFY",
-    "AUTH_CONTINUE",
-    "START_MAIL_INPUT",
-    "SERVICE_UNAVAILABLE",
-    "PASSWORD_TRANSITION_NEEDED",
-    "MAILBOX_UNAVAILABLE_TEMPORARY",
-    "LOCAL_ERROR",
-    "INSUFFICIENT_STORAGE",
-    "TEMPORARY_AUTH_FAILURE",
-    "CANNOT_ACCOMMODATE_PARAMETERS",
-    "SYNTAX_ERROR",
-    "SYNTAX_ERROR_IN_PARAMETERS",
-    "NOT_IMPLEMENTED",
-    "BAD_SEQUENCE",
-    "PARAMETER_NOT_IMPLEMENTED",
-    "DOES_NOT_ACCEPT_MAIL",
-    "AUTH_REQUIRED",
-    "AUTH_MECHANISM_TOO_WEAK",
-    "AUTH_INVALID",
-    "ENCRYPTION_REQUIRED",
-    "REJECTED_BY_POLICY",
-    "MAILBOX_UNAVAILABLE",
-    "USER_NOT_LOCAL",
-    "EXCEEDED_STORAGE",
-    "MAILBOX_NAME_NOT_ALLOWED",
-    "TRANSACTION_FAILED",
-    "PARAMETERS_NOT_RECOGNIZED",
-    "DOMAIN_DOES_NOT_ACCEPT_MAIL",
+# Refusals of the engine's own.
+NOT_IMPLEMENTED: Final = Reply(502, "5.5.1 command not implemented")
+NOT_RECOGNIZED: Final = Reply(500, "5.5.2 command not recognized")
+EMPTY_COMMAND: Final = Reply(500, "5.5.2 empty command")
+NOT_UTF8: Final = Reply(500, "5.5.2 command is not valid UTF-8")
+CONTROL_CHARACTERS: Final = Reply(501, "5.5.2 control characters in command")
+NEED_TLS: Final = Reply(530, "5.7.0 must issue a STARTTLS command first")
+NEED_AUTH: Final = Reply(530, "5.7.0 authentication required")
+TOO_MANY_RCPTS: Final = Reply(452, "4.5.3 too many recipients")
+#: RFC 5321 §4.5.3.1.4 (commands) and §4.5.3.1.6 (text lines in a body).
+LINE_TOO_LONG: Final = Reply(500, "5.5.6 line too long")
+AUTH_LINE_TOO_LONG: Final = Reply(500, "5.5.6 authentication line too long")
+MSG_TOO_BIG: Final = Reply(552, "5.3.4 message size exceeds fixed maximum message size")
+BARE_LINE_ENDING: Final = Reply(550, "5.6.0 bare LF or CR in message; use CRLF line endings")
+BDAT_FAILED: Final = Reply(503, "5.5.1 previous BDAT failed; send RSET")
+XCLIENT_DENIED: Final = Reply(550, "5.7.0 XCLIENT not permitted from this client")
+
+# Replies that end the session (sent, then the engine closes).
+TOO_MANY_ERRORS: Final = Reply(421, "4.7.0 too many errors, closing connection")
+TOO_MANY_AUTH: Final = Reply(421, "4.7.0 too many failed authentication attempts")
+BAD_PIPELINING: Final = Reply(421, "4.5.0 improper pipelining after refused DATA")
+TLS_ON_PLAIN_PORT: Final = Reply(421, "4.7.0 TLS handshake on a plain SMTP port; use STARTTLS")
+HTTP: Final = Reply(421, "4.7.0 this is an SMTP server, not an HTTP server")
+BDAT_UNTRUSTED: Final = Reply(
+    421, "4.5.4 BDAT needs exactly: BDAT chunk-size [LAST]; closing connection"
 )

@@ -11,9 +11,10 @@ gets the row's error reply (RFC 5321 §4.1.4, §4.3.2: 503 5.5.1).
 from __future__ import annotations
 
 from enum import Enum
-from typing import Final
+from typing import Final, Protocol
 
-from ._replies import Reply
+from ._events import AuthCredentials, Bdat, Command, Helo, MailFrom, RcptTo, Rset, Xclient
+from ._replies import BDAT_FAILED, Reply
 
 
 class State(Enum):
@@ -96,6 +97,8 @@ SEQUENCE: Final[dict[str, tuple[frozenset[Phase], dict[Phase, Reply], Reply | No
     "HELP": (_ALL, {}, None),
     # RFC 3207 §4: not inside a mail transaction.
     "STARTTLS": (_NO_TRANSACTION, {}, _seq("STARTTLS is not allowed in a mail transaction")),
+    # Postfix XCLIENT_README: "at any time, except in the middle of a mail transaction".
+    "XCLIENT": (_NO_TRANSACTION, {}, _seq("XCLIENT is not allowed in a mail transaction")),
     # RFC 4954 §4: after EHLO, not during a mail transaction.
     "AUTH": (
         frozenset({Phase.READY}),
@@ -116,7 +119,7 @@ AFTER: Final[dict[str, Phase]] = {
 
 #: Old or optional commands we know and do not implement (RFC 5321 §4.2.4: 502).
 NOT_IMPLEMENTED: Final = frozenset(
-    {"TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "VERB", "ONEX", "XCLIENT", "XFORWARD"}
+    {"TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "VERB", "ONEX", "XFORWARD"}
 )
 
 #: Verbs that mean an HTTP client reached the SMTP port (cross-protocol attacks).
@@ -131,24 +134,55 @@ def check_sequence(verb: str, phase: Phase) -> Reply | None:
     return errors.get(phase, otherwise)
 
 
+class SessionView(Protocol):
+    """What command parsers may read of the session (``_commands.py``): facts, no
+    transitions, so that only the engine moves the session on."""
+
+    @property
+    def phase(self) -> Phase: ...
+    @property
+    def tls_active(self) -> bool: ...
+    @property
+    def authenticated_as(self) -> str | None: ...
+    @property
+    def recipients(self) -> int: ...
+    @property
+    def smtputf8(self) -> bool: ...
+    @property
+    def body(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def bdat_failed(self) -> Reply | None: ...
+    @property
+    def xclient_allowed(self) -> bool: ...
+
+
 class SessionState:
     """The facts of one session, owned by its :class:`~trio_smtp.engine.Engine`.
 
     Read it through :attr:`Engine.session <trio_smtp.engine.Engine.session>`: every
-    attribute is a read-only property, and only the engine calls the transition methods
-    (``hello``, ``advance``, ``reset_transaction`` …), so a caller never keeps a copy
-    that could drift from what the engine decided.
+    attribute is a read-only property. The engine alone calls the transitions:
+    :meth:`answered` applies the caller's reply to a command (what a positive reply
+    means for each command is written there and nowhere else), the others follow
+    STARTTLS, the end of a message and the end of the session. A caller never keeps a
+    copy that could drift from what the engine decided.
     """
 
     __slots__ = (
         "_auth_mechanism",
         "_authenticated_as",
+        "_bdat_failed",
+        "_body",
         "_close_reason",
         "_esmtp",
         "_helo_name",
         "_phase",
         "_recipients",
+        "_size",
+        "_smtputf8",
         "_tls_active",
+        "_xclient_allowed",
     )
 
     def __init__(self, *, tls_active: bool = False) -> None:
@@ -158,8 +192,13 @@ class SessionState:
         self._tls_active = tls_active
         self._authenticated_as: str | None = None
         self._auth_mechanism: str | None = None
-        self._recipients = 0
         self._close_reason: str | None = None
+        self._recipients = 0
+        self._smtputf8 = False
+        self._body = "7BIT"
+        self._size = 0
+        self._bdat_failed: Reply | None = None
+        self._xclient_allowed = False
 
     def __repr__(self) -> str:
         return (
@@ -167,7 +206,7 @@ class SessionState:
             f" tls={self._tls_active} auth={self._authenticated_as!r}>"
         )
 
-    # ------------------------------------------------------------------ what callers read
+    # ------------------------------------------------------------------ the session
 
     @property
     def phase(self) -> Phase:
@@ -200,35 +239,106 @@ class SessionState:
         return self._auth_mechanism
 
     @property
+    def close_reason(self) -> str | None:
+        """Why the session ended (``"quit"``, ``"eof"``, ``"closed"`` …), ``None`` while open."""
+        return self._close_reason
+
+    @property
+    def xclient_allowed(self) -> bool:
+        """Whether this client may send XCLIENT (the caller's policy, e.g. --xclient-from)."""
+        return self._xclient_allowed
+
+    # ------------------------------------------------------------------ the transaction
+
+    @property
     def recipients(self) -> int:
         """Recipients accepted in the current transaction."""
         return self._recipients
 
     @property
-    def close_reason(self) -> str | None:
-        """Why the session ended (``"quit"``, ``"eof"``, ``"closed"`` …), ``None`` while open."""
-        return self._close_reason
+    def smtputf8(self) -> bool:
+        """Whether the accepted MAIL carried SMTPUTF8 (RFC 6531)."""
+        return self._smtputf8
+
+    @property
+    def body(self) -> str:
+        """The accepted MAIL's BODY type: ``7BIT``, ``8BITMIME`` or ``BINARYMIME``."""
+        return self._body
+
+    @property
+    def size(self) -> int:
+        """Octets of message content received so far in this transaction (BDAT)."""
+        return self._size
+
+    @property
+    def bdat_failed(self) -> Reply | None:
+        """The reply later chunks get once a BDAT chunk was refused (until RSET)."""
+        return self._bdat_failed
 
     # ------------------------------------------------------------------ the engine's side
 
-    def hello(self, name: str, *, extended: bool) -> None:
-        """HELO/EHLO/LHLO was accepted (RFC 5321 §4.1.4: it also resets a transaction)."""
-        self._helo_name = name
-        self._esmtp = extended
-        self._phase = AFTER["HELO"]
-        self._recipients = 0
-
-    def advance(self, verb: str) -> None:
-        """A MAIL, RCPT or BDAT was accepted: move to the phase ``AFTER`` gives."""
-        self._phase = AFTER[verb]
-        if verb == "RCPT":
-            self._recipients += 1
+    def answered(self, event: Command, reply: Reply) -> None:
+        """Apply the caller's ``reply`` to the command ``event`` (RFC 5321 §4.1.4)."""
+        positive = reply.code < 400
+        if isinstance(event, Helo):
+            if positive:
+                self._helo_name = event.name
+                self._esmtp = event.extended
+                self._phase = AFTER[event.verb]
+                self.reset_transaction()
+        elif isinstance(event, MailFrom):
+            if positive:
+                self._phase = AFTER["MAIL"]
+                self._smtputf8 = event.smtputf8
+                self._body = event.body
+        elif isinstance(event, RcptTo):
+            if positive:
+                self._phase = AFTER["RCPT"]
+                self._recipients += 1
+        elif isinstance(event, Bdat):
+            if positive:
+                self._phase = AFTER["BDAT"]
+            else:
+                # RFC 3030 §2: a refused chunk ends the transaction.
+                self.reset_transaction()
+        elif isinstance(event, Rset):
+            self.reset_transaction()
+        elif isinstance(event, AuthCredentials):
+            if reply.code == 235:  # RFC 4954 §6
+                self._authenticated_as = event.login
+                self._auth_mechanism = event.mechanism
+        elif isinstance(event, Xclient):
+            if positive:
+                # XCLIENT_README: the server "resets state to the initial SMTP greeting
+                # protocol stage"; the client must send EHLO again.
+                self._phase = Phase.INITIAL
+                self._helo_name = None
+                self._esmtp = False
+                if "LOGIN" in event.attributes:
+                    # The proxy's word: who logged in, not how (no SASL mechanism here).
+                    self._authenticated_as = event.login
+                    self._auth_mechanism = None
+                self.reset_transaction()
 
     def reset_transaction(self) -> None:
         """RSET, the end of a message, or a failed transaction: back to READY."""
         if self._phase is not Phase.INITIAL:
             self._phase = Phase.READY
         self._recipients = 0
+        self._smtputf8 = False
+        self._body = "7BIT"
+        self._size = 0
+        self._bdat_failed = None
+
+    def received(self, octets: int) -> None:
+        """Count content octets of a BDAT message."""
+        self._size += octets
+
+    def chunk_refused(self, *, too_big: bool) -> None:
+        """A BDAT chunk was refused inside a transaction: later chunks get 503."""
+        self._bdat_failed = BDAT_FAILED
+        if too_big:
+            self._size = 0
 
     def tls_started(self) -> None:
         """RFC 3207 §4.2: after STARTTLS the server forgets what the client said before."""
@@ -238,16 +348,15 @@ class SessionState:
         self._esmtp = False
         self._authenticated_as = None
         self._auth_mechanism = None
-        self._recipients = 0
+        self.reset_transaction()
+
+    def allow_xclient(self, allowed: bool) -> None:
+        """Let this client send XCLIENT, or not (the caller's policy)."""
+        self._xclient_allowed = allowed
 
     def set_tls_active(self, active: bool) -> None:
         """Mark the connection encrypted before the greeting (implicit TLS)."""
         self._tls_active = active
-
-    def authenticated(self, login: str, mechanism: str | None = None) -> None:
-        """AUTH succeeded for ``login`` (with SASL ``mechanism``)."""
-        self._authenticated_as = login
-        self._auth_mechanism = mechanism
 
     def closed(self, reason: str) -> None:
         """The session is over, for ``reason`` (the first reason given wins)."""
