@@ -289,3 +289,18 @@ def test_swaks_from_outside_the_spf_record_with_enforce_gets_550(
         assert (results.spf.result, results.dmarc.result) == ("fail", "pass")
         refused = run(unsigned)
     assert "<** 550 5.7.1" in refused.stdout
+
+
+def test_lmtp_refusal_is_one_550_per_recipient(knot: Knot) -> None:
+    with verifying_server(knot.server, dmarc_enforce=True, lmtp=True) as smtp:
+        with smtplib.LMTP("127.0.0.1", smtp.port, source_address=("127.0.0.2", 0)) as client:
+            client.ehlo("mail.example.test")
+            client.mail("alice@example.test")
+            client.rcpt("bob@receiver.test")
+            client.rcpt("carol@receiver.test")
+            client.putcmd("data")
+            assert client.getreply()[0] == 354
+            client.send(message() + b".\r\n")
+            replies = [client.getreply(), client.getreply()]
+    assert [code for code, _text in replies] == [550, 550]
+    assert all(text.startswith(b"5.7.1") for _code, text in replies)
