@@ -15,7 +15,7 @@ The options (:func:`build_server`): a ``schema`` and ``dependencies`` as for
 :class:`~trio_smtp.Server`, ``tls=True`` (a trustme certificate; the test gets
 ``server.client_ssl_context``), ``auth={"user": "password"}``, ``lmtp=True``, and any
 configuration key. Every test server can inject failures (``fail``, ``delay``,
-``tempfail_rate``) and records what happened in ``server.log``.
+``drop``, ``tempfail_rate``) and records what happened in ``server.log``.
 
 Outside pytest, :class:`ThreadedServer` is a context manager and :func:`serving` an
 async one. :class:`SMTPClient` is a byte-exact client for testing servers;

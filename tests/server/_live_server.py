@@ -22,8 +22,8 @@ import trio.testing
 from trio_smtp import Server
 from trio_smtp._connection_task import ConnectionTask
 from trio_smtp.sinks import MemorySink
+from trio_smtp.testing import CLIENT_TIMEOUT as CLIENT_TIMEOUT
 from trio_smtp.testing import (
-    CLIENT_TIMEOUT,
     RecordingLogger,
     SMTPClient,
     SMTPTestServer,

@@ -142,3 +142,45 @@ async def test_bad_injections_name_the_bad_value(call: Any, message: str) -> Non
     async with serving() as server:
         with pytest.raises(ValueError, match=message):
             call(server)
+
+
+@pytest.mark.parametrize("event", ["connect", "EHLO", "MAIL", "RCPT", "DATA", "done"])
+async def test_drop_closes_the_connection_without_a_reply(
+    smtp_server: SMTPTestServer, event: str
+) -> None:
+    smtp_server.drop(event)
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        await trio.to_thread.run_sync(_send, smtp_server.port, ["ann@example.com"])
+    assert smtp_server.messages == []  # a dropped done stores nothing
+    assert [line for line in smtp_server.log if line.endswith("-> dropped")]
+    await smtp_server.wait_idle()
+    # times=1: the retry goes through.
+    assert await trio.to_thread.run_sync(_send, smtp_server.port, ["ann@example.com"]) == {}
+    await smtp_server.wait_for(1)
+
+
+async def test_drop_reads_as_end_of_file_on_the_wire(smtp_server: SMTPTestServer) -> None:
+    smtp_server.drop("RCPT", match="bob@example.com")
+    client = await smtp_server.connect()
+    await client.greet()
+    await client.expect("MAIL FROM:<a@example.org>", 250)
+    await client.expect("RCPT TO:<ann@example.com>", 250)
+    await client.send("RCPT TO:<bob@example.com>\r\n")
+    assert await client.read_to_eof() == b""
+    assert smtp_server.log[-1] == "RCPT bob@example.com -> dropped"
+
+
+def test_drop_on_the_threaded_server_with_a_plain_hook() -> None:
+    seen: list[str] = []
+
+    def rcpt(ctx: Any) -> None:  # runs in a worker thread; so does the drop
+        seen.append(ctx.address)
+
+    with ThreadedServer({"events": {"RCPT": rcpt}}) as server:
+        server.drop("RCPT", times=2)
+        for _ in range(2):
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                _send(server.port, ["ann@example.com"])
+        assert _send(server.port, ["ann@example.com"]) == {}
+        server.wait_for(1)
+    assert seen == ["ann@example.com"]  # the dropped ones never reached the hook

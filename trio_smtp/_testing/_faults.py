@@ -16,7 +16,10 @@ Every occurrence of a wrapped event, and what the plan did to it, is appended to
 from __future__ import annotations
 
 import inspect
+import os
 import random
+import socket
+import stat
 import threading
 import time
 from collections import deque
@@ -64,7 +67,12 @@ class _Rule:
     times: int
     match: str | None
     reply: Reply | None = None
+    drop: bool = False
     seconds: float = 0.0
+
+    @property
+    def answers(self) -> bool:
+        return self.reply is not None or self.drop
 
     def matches(self, addresses: tuple[str, ...]) -> bool:
         if self.match is None:
@@ -116,6 +124,16 @@ class Faults:
             raise ValueError(f"a delay cannot be negative: {seconds!r}")
         self._add(_Rule(event=event_name(event), times=times, match=match, seconds=seconds))
 
+    def drop(self, event: str, *, times: int = 1, match: str | None = None) -> None:
+        """Close the next ``times`` connections that reach ``event``, without a reply.
+
+        What a crashed server or a cut network looks like to the client: the server's
+        socket for that connection is shut down (FIN) where the hook would answer, so
+        the client reads end-of-file instead of a reply, and a dropped ``done`` stores
+        nothing. (Found through ``/proc/self/fd`` or ``/dev/fd``: Linux, BSD, macOS.)
+        """
+        self._add(_Rule(event=event_name(event), times=times, match=match, drop=True))
+
     def tempfail_rate(
         self, p: float, *, seed: int = 0, code: int = 451, text: str = TEMPFAIL_TEXT
     ) -> None:
@@ -150,24 +168,27 @@ class Faults:
 
     def _take(
         self, event: str, label: str, addresses: tuple[str, ...]
-    ) -> tuple[float, Reply | None]:
-        """What to do to this occurrence: a delay and maybe a reply. Logs it."""
+    ) -> tuple[float, Reply | None, bool]:
+        """What to do to this occurrence: a delay, and a reply or a drop. Logs it."""
         seconds = 0.0
         reply: Reply | None = None
+        drop = False
         with self._lock:
             for rule in list(self._rules):
                 if rule.event != event or not rule.matches(addresses):
                     continue
-                if rule.reply is not None and reply is not None:
+                if rule.answers and (reply is not None or drop):
                     continue  # one failure per occurrence; the next rule waits its turn
                 rule.times -= 1
                 if rule.times == 0:
                     self._rules.remove(rule)
                 if rule.reply is not None:
                     reply = rule.reply
+                elif rule.drop:
+                    drop = True
                 else:
                     seconds += rule.seconds
-            if reply is None and event == "MAIL" and self._rate is not None:
+            if reply is None and not drop and event == "MAIL" and self._rate is not None:
                 p, rng, rate_reply = self._rate
                 if rng.random() < p:
                     reply = rate_reply
@@ -176,8 +197,10 @@ class Faults:
                 entry += f" -> delayed {seconds:g} s"
             if reply is not None:
                 entry += f" -> {reply.code} {reply.text}".rstrip()
+            if drop:
+                entry += " -> dropped"
             self.log.append(entry)
-        return seconds, reply
+        return seconds, reply, drop
 
     # ------------------------------------------------------------------ wrapping hooks
 
@@ -201,28 +224,34 @@ class Faults:
     def _wrapper(self, name: str, hook: Callable[..., Any] | None) -> Callable[..., Any]:
         take = self._take
 
-        def before(arg: Any) -> tuple[float, Reply | None]:
+        def before(arg: Any) -> tuple[float, Reply | None, bool]:
             label, addresses = _describe(name, arg)
             return take(name, label, addresses)
 
         if hook is not None and not _is_async(hook):
 
             def plain(arg: Any) -> Any:
-                seconds, reply = before(arg)
+                seconds, reply, drop = before(arg)
                 if seconds:
                     time.sleep(seconds)
                 if reply is not None:
                     raise reply
+                if drop:
+                    _shut_down(_session_of(name, arg))
+                    return None
                 return hook(arg)
 
             return plain
 
         async def awaitable(arg: Any) -> Any:
-            seconds, reply = before(arg)
+            seconds, reply, drop = before(arg)
             if seconds:
                 await trio.sleep(seconds)
             if reply is not None:
                 raise reply
+            if drop:
+                _shut_down(_session_of(name, arg))
+                return None
             if hook is None:
                 return None
             result = hook(arg)
@@ -250,3 +279,40 @@ def _describe(name: str, arg: Any) -> tuple[str, tuple[str, ...]]:
         return f"{name} {address}", (address,)
     argument = getattr(arg, "argument", "") or ""
     return f"{name} {argument}".rstrip(), ()
+
+
+def _session_of(name: str, arg: Any) -> Any:
+    if name == "connect":
+        return arg
+    return arg.session
+
+
+def _shut_down(session: Any) -> None:
+    """Shut down the server's socket of this session: the client reads end-of-file.
+
+    The socket is found by its two addresses among this process's file descriptors and
+    shut down through a duplicate, so the server's own socket object is never touched:
+    its next read sees end-of-file and its next write fails, as after a network cut.
+    """
+    local, peer = session.local, session.peer
+    for directory in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(directory):
+            break
+    else:  # pragma: no cover - every platform we test on has one
+        raise RuntimeError("drop() needs /proc/self/fd or /dev/fd to find the connection")
+    for name in os.listdir(directory):
+        try:
+            fd = int(name)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except (ValueError, OSError):
+            continue
+        with sock:
+            try:
+                if sock.getsockname()[:2] == local[:2] and sock.getpeername()[:2] == peer[:2]:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    return
+            except OSError:
+                continue
+    raise RuntimeError(f"drop(): no socket from {peer!r} to {local!r} in this process")

@@ -215,6 +215,14 @@ class TestServerBase:
         """Stall ``seconds`` before answering the next ``times`` occurrences of ``event``."""
         self.faults.delay(event, seconds, times=times, match=match)
 
+    def drop(self, event: str, *, times: int = 1, match: str | None = None) -> None:
+        """Close the next ``times`` connections that reach ``event``, without a reply.
+
+        The client reads end-of-file where it waits for the reply (a crash, a cut
+        network); a dropped ``done`` stores nothing. See :meth:`Faults.drop`.
+        """
+        self.faults.drop(event, times=times, match=match)
+
     def tempfail_rate(
         self, p: float, *, seed: int = 0, code: int = 451, text: str | None = None
     ) -> None:
