@@ -66,7 +66,7 @@ class Workers:
                 self._cond.notify_all()
 
     def wait_workers(
-        self, workers: set[int], exclude: set[int] = frozenset(), timeout: float = 20
+        self, workers: set[int], exclude: frozenset[int] = frozenset(), timeout: float = 20
     ) -> None:
         with self._cond:
             ok = self._cond.wait_for(

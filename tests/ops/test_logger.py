@@ -10,7 +10,7 @@ import socket
 import pytest
 import trio
 
-from trio_smtp._logger import Logger, announce, bind, emit, escape
+from trio_smtp._logger import Logger, LoggerLike, announce, bind, emit, escape
 from trio_smtp._mail import Mail
 from trio_smtp._message_log import LoggedSink, describe, read_subject
 from trio_smtp._session import Session
@@ -94,7 +94,7 @@ def test_stdlib_logger_gets_escaped_text_and_fields(caplog: pytest.LogCaptureFix
     assert record.smtp_message_id == "M1"  # type: ignore[attr-defined]
 
 
-def std_adapter(logger: logging.Logger) -> object:
+def std_adapter(logger: logging.Logger) -> LoggerLike:
     from trio_smtp._logger import as_logger
 
     return as_logger(logger)

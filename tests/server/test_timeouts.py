@@ -205,8 +205,8 @@ async def test_hook_timeout_with_the_autojump_clock(autojump_clock: Any) -> None
         assert trio.current_time() - start == pytest.approx(hook_timeout)
         # The connection goes on, and its command timeout was not eaten by the hook.
         await client.expect("NOOP", 250)
-    [error] = errors
-    assert isinstance(error, HookTimeout)
+    [failure] = errors
+    assert isinstance(failure, HookTimeout)
 
 
 async def test_a_client_that_never_reads_is_dropped(autojump_clock: Any) -> None:
