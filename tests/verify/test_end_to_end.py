@@ -95,7 +95,7 @@ def test_signed_message_from_authorised_ip_passes_everything(knot: Knot, key: An
 
 def test_big_spooled_message_verifies_streamed(knot: Knot) -> None:
     body = "".join(f"line {i} of a long message\r\n" for i in range(120_000))  # ~3.3 MB
-    with verifying_server(knot.server) as smtp:  # past 1 MiB: spooled to a file
+    with verifying_server(knot.server) as smtp:  # a body bigger than the in-memory part of a spool
         send(smtp.port, sign(message(body=body), RSA))
         results = results_of(smtp)
     assert [r.result for r in results.dkim] == ["pass"]

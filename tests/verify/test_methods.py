@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 
 import authres
 import pytest
@@ -292,3 +293,32 @@ async def test_signature_count_is_bounded() -> None:
     assert len(results.dkim) == 16
     key_queries = [q for q in resolver.queries if "._domainkey." in q[0]]
     assert len(key_queries) == 16
+
+
+async def test_spooled_body_is_verified_without_loading_it() -> None:
+    from trio_smtp._mail import Mail
+    from trio_smtp._spool import Spool
+
+    body = Spool(spool_memory=1024).body()
+    content = sign(message(body="a long line of the body\r\n" * 400_000), ED)  # 10 MB
+    for i in range(0, len(content), 1 << 16):
+        await body.append(content[i : i + (1 << 16)])
+    await body.finish()
+    assert body.spooled
+    del content
+    mail = Mail(id="1", session=None, body=body)  # type: ignore[arg-type]
+    v = verifier(zone())
+    tracemalloc.start()
+    try:
+        reply = await v.message_received(mail, authserv_id="mx.receiver.test")
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The body is hashed as it streams from the spool: memory is nowhere near its size.
+    assert peak < 4_000_000  # (the Public Suffix List, loaded on first use, is most of it)
+    assert reply is None
+    assert mail.auth_results is not None
+    assert [r.result for r in mail.auth_results.dkim] == ["pass"]
+    # Still read from the spool file: the verification did not load the content.
+    with mail.open_file() as f:
+        assert isinstance(f, io.BufferedReader)
