@@ -322,3 +322,46 @@ async def test_spooled_body_is_verified_without_loading_it() -> None:
     # Still read from the spool file: the verification did not load the content.
     with mail.open_file() as f:
         assert isinstance(f, io.BufferedReader)
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ("v=DMARC1; p=reject", {"p": "reject"}),
+        ("v=DMARC1;p=QUARANTINE;sp=none;pct=20", {"p": "quarantine", "sp": "none", "pct": "20"}),
+        ("v=DMARC1; rua=mailto:d@example.test", {"p": "none"}),  # RFC 7489 §6.6.3
+        ("v=DMARC1; p=bogus", None),
+        ("p=reject; v=DMARC1", None),  # v= must come first
+        ("v=DMARC1; p=reject; sp=bogus", {"p": "reject"}),
+    ],
+)
+def test_dmarc_record_parsing(record: str, expected: dict[str, str] | None) -> None:
+    from trio_smtp.verify._dmarc import parse_record
+
+    parsed = parse_record(record)
+    if expected is None:
+        assert parsed is None
+    else:
+        assert parsed is not None
+        assert {k: v for k, v in parsed.items() if k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("draw", "disposition"), [(0, "reject"), (49, "reject"), (50, "quarantine")]
+)
+async def test_pct_samples_the_policy(draw: int, disposition: str) -> None:
+    from trio_smtp.verify._dmarc import check_dmarc
+
+    resolver = zone(dmarc="v=DMARC1; p=reject; pct=50")
+    headers = [(b"From", b" Alice <alice@example.test>\r\n")]
+    spf = MethodResult(method="spf", result="fail", identity="alice@example.test")
+    result = await check_dmarc(resolver, headers, spf, (), sample=lambda: draw)
+    assert (result.result, result.pct, result.disposition) == ("fail", 50, disposition)
+
+
+async def test_several_author_domains_are_a_permerror() -> None:
+    from trio_smtp.verify._dmarc import check_dmarc
+
+    headers = [(b"From", b" a@example.test, b@other.test\r\n")]
+    result = await check_dmarc(zone(), headers, None, ())
+    assert result.result == "permerror"
