@@ -66,20 +66,17 @@ def _answers(port: int) -> bool:
     return bool(response.answer)
 
 
-@contextlib.contextmanager
-def start_knot(directory: Path, records: list[tuple[str, str, str]]) -> Iterator[Knot]:
-    """Serve ``records`` (``(name relative to test., type, rdata)``) from a knotd."""
-    knotd = require_tool("knotd")
-    port = _free_port()
-    zone = [
-        "$ORIGIN test.",
-        "$TTL 60",
-        "@ SOA ns.test. hostmaster.test. 1 3600 600 86400 60",
-        "@ NS ns.test.",
-        "ns A 127.0.0.1",
-        *(f"{name} {rdtype} {rdata}" for name, rdtype, rdata in records),
-    ]
-    (directory / "test.zone").write_text("\n".join(zone) + "\n")
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _launch(knotd: str, directory: Path, port: int) -> subprocess.Popen[bytes] | None:
+    """Start knotd on ``port``; ``None`` (and nothing left running) if it never answers."""
     (directory / "knot.conf").write_text(
         f"""server:
     rundir: "{directory}"
@@ -96,27 +93,42 @@ zone:
     journal-content: none
 """
     )
-    log = (directory / "knotd.log").open("wb")
-    proc = subprocess.Popen(
-        [knotd, "-c", str(directory / "knot.conf")], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        for _ in range(READY_TRIES):
-            if proc.poll() is not None:
-                break
-            if _answers(port):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("knotd did not answer")
+    with (directory / "knotd.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [knotd, "-c", str(directory / "knot.conf")], stdout=log, stderr=subprocess.STDOUT
+        )
+    for _ in range(READY_TRIES):
         if proc.poll() is not None:
-            raise RuntimeError(f"knotd exited: {(directory / 'knotd.log').read_text()}")
+            break
+        if _answers(port):
+            return proc
+        time.sleep(0.05)
+    _stop(proc)
+    return None
+
+
+@contextlib.contextmanager
+def start_knot(directory: Path, records: list[tuple[str, str, str]]) -> Iterator[Knot]:
+    """Serve ``records`` (``(name relative to test., type, rdata)``) from a knotd."""
+    knotd = require_tool("knotd")
+    zone = [
+        "$ORIGIN test.",
+        "$TTL 60",
+        "@ SOA ns.test. hostmaster.test. 1 3600 600 86400 60",
+        "@ NS ns.test.",
+        "ns A 127.0.0.1",
+        *(f"{name} {rdtype} {rdata}" for name, rdtype, rdata in records),
+    ]
+    (directory / "test.zone").write_text("\n".join(zone) + "\n")
+    # The free port may be taken by someone else before knotd binds it: try another.
+    for _ in range(3):
+        port = _free_port()
+        proc = _launch(knotd, directory, port)
+        if proc is not None:
+            break
+    else:
+        raise RuntimeError(f"knotd did not start: {(directory / 'knotd.log').read_text()}")
+    try:
         yield Knot(port, directory)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        _stop(proc)
