@@ -64,6 +64,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-cert", help="PEM certificate chain; enables STARTTLS")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument(
+        "--cprofile",
+        metavar="FILE",
+        help="profile with cProfile, timed by CPU time, and write pstats to FILE at exit",
+    )
+    parser.add_argument(
         "--max-connections",
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
@@ -106,7 +111,22 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM or SIGINT; return the exit status."""
-    trio.run(_serve, _parse_args(argv))
+    args = _parse_args(argv)
+    if not args.cprofile:
+        trio.run(_serve, args)
+        return 0
+    import cProfile
+    import time
+
+    # CPU time, not the wall clock: on a shared machine the wall clock charges whatever
+    # function was running when another process took the core.
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    try:
+        trio.run(_serve, args)
+    finally:
+        profiler.disable()
+        profiler.dump_stats(args.cprofile)
     return 0
 
 
