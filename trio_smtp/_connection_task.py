@@ -81,6 +81,8 @@ _REASONS: Final = {
     "auth-failures": "too many authentication failures",
     "proxy-error": "no valid PROXY header",
 }
+#: Seconds of slack between a lifted I/O deadline and the timeouts of what runs under it.
+_DEADLINE_MARGIN: Final = 1.0
 _STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -139,6 +141,12 @@ class ConnectionTask:
         self._command_deadline: float | None = None
         self._data_deadline: float | None = None
         self._io_scope: trio.CancelScope | None = None
+        #: The exact deadline of the wait in progress (or the last one), Trio time.
+        self._io_deadline = math.inf
+        #: The I/O deadline was lifted for a hook, the authenticator or TLS.
+        self._lifted = False
+        #: A deadline fired during a receive (maybe early: see _loop).
+        self._read_cancelled = False
         self._reading = False
         #: True while a send_all is in progress, and still True if it was cancelled.
         self._sending = False
@@ -298,16 +306,35 @@ class ConnectionTask:
 
     async def _loop(self) -> None:
         # One cancel scope carries every I/O deadline of the connection: it is armed
-        # with the command or data deadline before each flush-and-read, and disarmed
+        # with the command or data deadline before each flush-and-read, and lifted
         # only around hooks, the authenticator and TLS, which have timeouts of their
         # own. One scope per connection keeps Trio's per-scope cost off the
         # per-command path.
-        with trio.CancelScope() as scope:
-            self._io_scope = scope
-            await self._events()
-        self._io_scope = None
-        if scope.cancelled_caught:
+        #
+        # Over a plain socket the scope's deadline may lag behind the exact one (see
+        # _arm): moving a deadline costs Trio a heap update, and each command moves it
+        # later. When such a stale deadline fires during a receive, which gives up no
+        # data when cancelled (SocketTransport checks before the syscall), the loop
+        # goes on under a new scope armed with the exact deadline: a timeout still
+        # fires exactly when it is due, at the cost of one scope per timeout period.
+        while True:
+            with trio.CancelScope() as scope:
+                self._io_scope = scope
+                await self._events()
+            self._io_scope = None
+            if not scope.cancelled_caught:
+                return
+            if self._fired_early():
+                self._read_cancelled = False
+                continue
             await self._timed_out()
+            return
+
+    def _fired_early(self) -> bool:
+        """Whether the scope fired at a stale deadline before the exact one (see _loop)."""
+        if not self._read_cancelled or (self._shutdown and not self.engine.in_transaction):
+            return False
+        return trio.current_time() < self._io_deadline
 
     async def _events(self) -> None:
         engine = self.engine
@@ -350,18 +377,54 @@ class ConnectionTask:
         if self.engine.reading_body:
             if self._data_deadline is None:
                 self._data_deadline = trio.current_time() + self.config.data_timeout
-            scope.deadline = self._data_deadline
+            deadline = self._data_deadline
         else:
             # RFC 5321 §4.5.3.2.7: the wait for a command. Set when the wait starts and
             # kept until a whole line has arrived, so dribbling bytes does not extend it.
             if self._command_deadline is None:
                 self._command_deadline = trio.current_time() + self.config.command_timeout
-            scope.deadline = self._command_deadline
+            deadline = self._command_deadline
+        self._io_deadline = deadline
+        self._lifted = False
+        armed = scope.deadline
+        if armed > deadline or (armed != deadline and type(self.stream) is not SocketTransport):
+            # Never later than the exact deadline; earlier only over a plain socket,
+            # whose receive can be retried when a stale deadline fires (see _loop).
+            scope.deadline = deadline
 
-    def _disarm(self) -> None:
-        """Lift the I/O deadline: what comes next has its own timeout."""
+    def _exact(self) -> None:
+        """Arm the exact deadline of the wait that just ended (for awaits not retried)."""
         scope = self._io_scope
-        if scope is not None and scope.deadline != math.inf:
+        if scope is not None and not self._lifted and scope.deadline != self._io_deadline:
+            scope.deadline = self._io_deadline
+
+    @property
+    def _hook_bound(self) -> float:
+        """How long a hook can take: itself and, if it fails, the ``error`` hook."""
+        return 2 * self.config.hook_timeout
+
+    def _disarm(self, bound: float | None = None) -> None:
+        """Lift the I/O deadline: what comes next has its own timeout.
+
+        Args:
+            bound: That timeout, in seconds. The scope's deadline is then only pushed
+                past it (to twice it, while that stays below both I/O timeouts, so
+                the next wait need not move it again), and left alone when it is
+                already later: moving a deadline is the expensive part.
+        """
+        scope = self._io_scope
+        if scope is None:
+            return
+        self._lifted = True
+        if bound is not None:
+            now = trio.current_time()
+            if scope.deadline >= now + bound + _DEADLINE_MARGIN:
+                return
+            config = self.config
+            if 2 * bound <= min(config.command_timeout, config.data_timeout):
+                scope.deadline = now + 2 * bound
+                return
+        if scope.deadline != math.inf:
             scope.deadline = math.inf
 
     async def _receive(self) -> bytes | None:
@@ -378,6 +441,9 @@ class ConnectionTask:
         self._reading = True
         try:
             data = await self.stream.receive_some(size)
+        except trio.Cancelled:
+            self._read_cancelled = True
+            raise
         except (ssl.SSLError, trio.BrokenResourceError):
             self._end = "connection lost"
             engine.close()
@@ -417,7 +483,8 @@ class ConnectionTask:
             data = data[sent:]
         self._sending = True
         scope = self._io_scope
-        if scope is not None and scope.deadline != math.inf:
+        if scope is not None and not self._lifted and self._io_deadline != math.inf:
+            self._exact()
             await self.stream.send_all(data)  # bounded by the armed deadline
         else:
             # A client that never reads must not hold the task forever.
@@ -494,7 +561,7 @@ class ConnectionTask:
         """The hook's answer to a command (``None``: the default reply)."""
         if name not in self.hooks.hooks:
             return None
-        self._disarm()
+        self._disarm(self._hook_bound)
         return await self.hooks.command_reply(name, event, self.mail)
 
     def _refused_for_shutdown(self) -> bool:
@@ -514,6 +581,7 @@ class ConnectionTask:
                 mail_id = f"{self.session.id}.{self._messages}"
                 self.txn = Transaction.start(event, session=self.session, mail_id=mail_id)
                 if self.settings.verifier is not None:  # SPF, for MAIL and RCPT hooks to read
+                    self._exact()
                     await self.settings.verifier.mail_started(
                         self.txn.mail, authserv_id=self.settings.hostname
                     )
@@ -588,7 +656,8 @@ class ConnectionTask:
         txn = self.txn
         assert txn is not None
         mail = txn.finish()
-        self._disarm()
+        # The verifier has timeouts of its own (DNS), not hook_timeout.
+        self._disarm(self._hook_bound if self.settings.verifier is None else None)
         refusal = None
         if self.settings.verifier is not None:  # DKIM, DMARC, ARC; refusal: dmarc_enforce
             refusal = await self.settings.verifier.message_received(

@@ -233,3 +233,75 @@ async def test_idle_timeout_over_a_real_socket() -> None:
         assert await client.closed()
         await live.wait_idle()
     assert live.logger.find("(timeout)")
+
+
+async def test_commands_outliving_a_stale_deadline_over_a_real_socket(
+    autojump_clock: Any,
+) -> None:
+    # Over a plain socket the task moves its I/O deadline only when it must: a command
+    # that arrives in time leaves the earlier (stale) deadline armed. When that fires
+    # during the next wait, the wait goes on until its own deadline, and the idle
+    # timeout still comes exactly command_timeout after the last reply.
+    async with running_server(config={"command_timeout": COMMAND_TIMEOUT}) as live:
+        client = await live.connect(timeout=10 * COMMAND_TIMEOUT)
+        await client.reply()
+        for _ in range(4):  # 2.4 timeouts in all: stale deadlines fire on the way
+            await trio.sleep(COMMAND_TIMEOUT * 0.6)
+            await client.expect("NOOP", 250)
+        start = trio.current_time()
+        assert await client.reply() == IDLE
+        assert trio.current_time() - start == pytest.approx(COMMAND_TIMEOUT)
+        assert await client.closed()
+        await live.wait_idle()
+    assert live.logger.find("(timeout)")
+
+
+async def test_dribbled_line_after_a_stale_deadline_is_cut_at_its_own_wait(
+    autojump_clock: Any,
+) -> None:
+    # Slowloris over a real socket, with a stale deadline armed: the partial line gets
+    # no extra time (the wait's deadline was set when it started), and none less.
+    async with running_server(config={"command_timeout": COMMAND_TIMEOUT}) as live:
+        client = await live.connect(timeout=10 * COMMAND_TIMEOUT)
+        await client.reply()
+        await trio.sleep(COMMAND_TIMEOUT * 0.6)
+        await client.expect("NOOP", 250)
+        start = trio.current_time()
+        await dribble(client, b"NOO", every=COMMAND_TIMEOUT * 0.3)
+        assert await client.reply() == IDLE
+        assert trio.current_time() - start == pytest.approx(COMMAND_TIMEOUT)
+        await live.wait_idle()
+
+
+async def test_slow_hooks_and_a_slow_error_hook_keep_a_real_socket_connection(
+    autojump_clock: Any,
+) -> None:
+    # Over a plain socket a hook runs with the I/O deadline pushed past it rather than
+    # lifted: a hook that overruns, followed by an error hook that takes nearly all of
+    # its own hook_timeout, must still get its 451 and leave the session going.
+    hook_timeout = 10.0
+    errors: list[BaseException] = []
+
+    async def rcpt(ctx: Any) -> None:
+        if ctx.address.startswith("forever"):
+            await trio.sleep_forever()
+        await trio.sleep(hook_timeout * 0.9)
+
+    async def error(exc: BaseException, mail: Any) -> None:
+        errors.append(exc)
+        await trio.sleep(hook_timeout * 0.9)
+
+    config = {"command_timeout": 50.0, "data_timeout": 50.0, "hook_timeout": hook_timeout}
+    async with running_server({"RCPT": rcpt, "error": error}, config=config) as live:
+        client = await live.connect(timeout=10 * hook_timeout)
+        await client.reply()
+        await client.expect("EHLO client.test", 250)
+        await client.expect("MAIL FROM:<a@x.test>", 250)
+        for _ in range(6):  # longer than command_timeout in all
+            await client.expect("RCPT TO:<b@y.test>", 250)
+        start = trio.current_time()
+        assert (await client.command("RCPT TO:<forever@y.test>"))[0] == 451
+        assert trio.current_time() - start == pytest.approx(1.9 * hook_timeout)
+        await client.expect("NOOP", 250)
+    [error_seen] = errors
+    assert isinstance(error_seen, HookTimeout)
