@@ -594,7 +594,7 @@ class ConnectionTask:
         if txn is not None:
             if not engine.in_transaction:
                 self.txn = None
-            elif type(event) is RcptTo and engine.recipients > len(txn.mail.recipients):
+            elif type(event) is RcptTo and engine.session.recipients > len(txn.mail.recipients):
                 txn.add_recipient(event)
         if not engine.in_transaction:
             # A BDAT transfer ended by RSET, EHLO or a refused chunk: its deadline
@@ -630,7 +630,7 @@ class ConnectionTask:
         reply = await self._auth_reply(event)
         engine = self.engine
         engine.respond(reply)
-        if engine.authenticated_as is not None:
+        if engine.session.authenticated_as is not None:
             self.logger.info(
                 f"Authenticated: id={self.session.id} as {event.login!r} ({event.mechanism})"
             )

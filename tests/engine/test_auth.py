@@ -54,7 +54,7 @@ def test_plain_with_initial_response() -> None:
     assert out == b"235 2.7.0 authentication successful\r\n"
     [cred] = credentials(driver)
     assert (cred.mechanism, cred.login, cred.password, cred.authzid) == ("PLAIN", "bob", SECRET, "")
-    assert driver.engine.authenticated_as == "bob"
+    assert driver.engine.session.authenticated_as == "bob"
 
 
 def test_plain_with_empty_challenge_then_response() -> None:
@@ -114,7 +114,7 @@ def test_empty_response_is_an_equals_sign() -> None:
 def test_default_reply_refuses_credentials() -> None:
     driver = ready(answer=lambda e: None)
     assert driver.send(b"AUTH PLAIN " + b64(b"\x00bob\x00pw") + b"\r\n") == INVALID
-    assert driver.engine.authenticated_as is None
+    assert driver.engine.session.authenticated_as is None
 
 
 @pytest.mark.parametrize("mechanism", [b"PLAIN", b"LOGIN"])
@@ -219,7 +219,7 @@ def test_successful_auth_resets_the_failure_count() -> None:
     attempt = b"AUTH PLAIN " + b64(b"\x00bob\x00pw") + b"\r\n"
     driver.feed(attempt + attempt)
     assert driver.closed is None
-    assert driver.engine.authenticated_as == "bob"
+    assert driver.engine.session.authenticated_as == "bob"
 
 
 def test_password_never_appears_in_the_event_repr() -> None:

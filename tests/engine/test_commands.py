@@ -78,8 +78,8 @@ def test_ehlo_default_reply_lists_the_extensions_without_enhanced_codes() -> Non
     [event] = driver.events
     assert isinstance(event, Helo)
     assert (event.verb, event.name, event.extended) == ("EHLO", "client.example", True)
-    assert driver.engine.helo_name == "client.example"
-    assert driver.engine.esmtp is True
+    assert driver.engine.session.helo_name == "client.example"
+    assert driver.engine.session.esmtp is True
     assert driver.engine.phase is Phase.READY
 
 
@@ -89,13 +89,13 @@ def test_helo_default_reply_is_the_hostname_alone() -> None:
     [event] = driver.events
     assert isinstance(event, Helo)
     assert (event.verb, event.name, event.extended) == ("HELO", "client.example", False)
-    assert driver.engine.esmtp is False
+    assert driver.engine.session.esmtp is False
 
 
 def test_helo_accepts_an_address_literal_and_lowercase_verb() -> None:
     driver = Driver()
     assert driver.send(b"ehlo [192.0.2.1]\r\n").startswith(b"250-localhost\r\n")
-    assert driver.engine.helo_name == "[192.0.2.1]"
+    assert driver.engine.session.helo_name == "[192.0.2.1]"
 
 
 @pytest.mark.parametrize("line", [b"HELO", b"EHLO", b"HELO a b", b"EHLO   "])
@@ -110,7 +110,7 @@ def test_hook_refusing_ehlo_gets_no_enhanced_code_and_keeps_the_phase() -> None:
     driver = Driver(answer=lambda e: Reply(550, "go away") if isinstance(e, Helo) else None)
     assert driver.send(b"EHLO spammer\r\n") == b"550 go away\r\n"
     assert driver.engine.phase is Phase.INITIAL
-    assert driver.engine.helo_name is None
+    assert driver.engine.session.helo_name is None
 
 
 def test_hook_custom_ehlo_reply_is_sent_verbatim() -> None:
@@ -145,7 +145,7 @@ def test_rcpt_default_reply_and_event() -> None:
         None,
         None,
     )
-    assert driver.engine.recipients == 1
+    assert driver.engine.session.recipients == 1
     assert driver.engine.phase is Phase.RCPT
 
 
@@ -191,7 +191,7 @@ def test_rcpt_syntax_errors(line: bytes, reply: bytes) -> None:
     driver = ehloed()
     driver.feed(b"MAIL FROM:<a@b>\r\n")
     assert driver.send(line + b"\r\n") == reply
-    assert driver.engine.recipients == 0
+    assert driver.engine.session.recipients == 0
     assert driver.engine.phase is Phase.MAIL
 
 
@@ -219,7 +219,7 @@ def test_rset_default_reply_ends_the_transaction() -> None:
     assert driver.send(b"RSET\r\n") == b"250 2.0.0 OK\r\n"
     assert isinstance(driver.events[-1], Rset)
     assert driver.engine.phase is Phase.READY
-    assert driver.engine.recipients == 0
+    assert driver.engine.session.recipients == 0
     assert driver.send(b"MAIL FROM:<x@y>\r\n") == b"250 2.1.0 sender OK\r\n"
 
 
@@ -479,3 +479,16 @@ def test_auth_mechanism_is_matched_in_ascii_only() -> None:
     driver.feed(b"EHLO c\r\n")
     out = driver.send("AUTH PLA\u0131N\r\n".encode())
     assert out == b"504 5.5.4 unrecognized authentication type\r\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["MAIL \ufb00ROM:<a@x>", "MAIL \ufb01ROM:<a@x>", "MAIL FRO\u1d0d:<a@x>", "RCPT \ufb05O:<b@y>"],
+)
+def test_from_and_to_keywords_have_no_look_alikes(line: str) -> None:
+    driver = Driver()
+    driver.feed(b"EHLO c\r\n")
+    if line.startswith("RCPT"):
+        driver.feed(b"MAIL FROM:<a@x>\r\n")
+    out = driver.send(line.encode() + b"\r\n")
+    assert out.startswith(b"501 5.5.4 syntax: ")

@@ -34,7 +34,7 @@ def test_lmtp_greeting() -> None:
 def test_helo_and_ehlo_are_refused_in_lmtp(verb: bytes) -> None:
     driver = Driver(LMTP)
     assert driver.send(verb + b" client\r\n") == b"500 5.5.1 this is an LMTP server: use LHLO\r\n"
-    assert driver.engine.helo_name is None
+    assert driver.engine.session.helo_name is None
     assert driver.send(b"MAIL FROM:<a@b>\r\n").startswith(b"503 ")
 
 

@@ -51,7 +51,7 @@ def test_nested_mail_is_503_and_keeps_the_first_transaction() -> None:
 def test_rcpt_before_mail_is_503() -> None:
     driver = ready()
     assert driver.send(RCPT) == b"503 5.5.1 need MAIL before RCPT\r\n"
-    assert driver.engine.recipients == 0
+    assert driver.engine.session.recipients == 0
 
 
 def test_rcpt_before_helo_is_503() -> None:
@@ -128,7 +128,7 @@ def test_second_ehlo_resets_the_transaction() -> None:
     driver.feed(MAIL + RCPT)
     driver.feed(EHLO)
     assert driver.engine.phase is Phase.READY
-    assert driver.engine.recipients == 0
+    assert driver.engine.session.recipients == 0
     assert driver.send(RCPT) == b"503 5.5.1 need MAIL before RCPT\r\n"
 
 
@@ -143,7 +143,7 @@ def test_refused_mail_keeps_no_transaction() -> None:
 def test_refused_rcpt_is_not_counted() -> None:
     driver = Driver(answer=lambda e: Reply(550, "5.1.1 no") if isinstance(e, RcptTo) else None)
     driver.feed(EHLO + MAIL + RCPT)
-    assert driver.engine.recipients == 0
+    assert driver.engine.session.recipients == 0
     assert driver.engine.phase is Phase.MAIL
 
 

@@ -59,10 +59,10 @@ def test_tls_started_resets_helo_and_transaction_state() -> None:
     driver = ready(config)
     driver.feed(b"STARTTLS\r\n")
     driver.engine.tls_started()
-    assert driver.engine.tls_active
+    assert driver.engine.session.tls_active
     assert driver.engine.state is State.COMMAND
     assert driver.engine.phase is Phase.INITIAL
-    assert driver.engine.helo_name is None
+    assert driver.engine.session.helo_name is None
     assert driver.engine.next_event() is NEED_DATA
     assert driver.send(b"MAIL FROM:<a@b>\r\n") == b"503 5.5.1 send HELO or EHLO first\r\n"
     ehlo = driver.send(EHLO)
@@ -130,7 +130,7 @@ def test_refused_starttls_keeps_the_plain_session() -> None:
     assert out == b"454 4.7.0 TLS not available now\r\n250 2.1.0 sender OK\r\n"
     assert not driver.of_type(TLSUpgrade)
     assert driver.engine.state is State.COMMAND
-    assert not driver.engine.tls_active
+    assert not driver.engine.session.tls_active
 
 
 def test_implicit_tls_engine_does_not_offer_starttls() -> None:

@@ -15,7 +15,7 @@ After every event and every step it checks:
 * each event got exactly the replies it calls for: one per answered command, one per
   command the engine refused itself, one per recipient after an LMTP message, none
   for message data (plus, at most, the 421 of a closing session);
-* ``engine.in_transaction`` and ``engine.recipients`` agree with the model;
+* ``engine.in_transaction`` and ``engine.session.recipients`` agree with the model;
 * ``engine.buffered`` stays within the bound of the state it waits in;
 * no exception escapes, and a closed session stays closed and silent.
 """
@@ -349,7 +349,7 @@ class EngineSession(RuleBasedStateMachine):
             assert self.engine.state is State.DATA
         if not closed:
             assert self.engine.in_transaction == self.in_transaction, (event, written)
-            assert self.engine.recipients == self.recipients, (event, written)
+            assert self.engine.session.recipients == self.recipients, (event, written)
             assert self.recipients <= self.config.max_recipients
 
     def _check_buffer(self) -> None:
@@ -392,13 +392,13 @@ class EngineSession(RuleBasedStateMachine):
             data = b"Subject: hi\r\n\r\nhello\r\n.\r\n"
         elif engine.state is State.AUTH:
             data = base64.b64encode(b"\x00ann\x00secret") + b"\r\n"
-        elif engine.helo_name is None:
+        elif engine.session.helo_name is None:
             data = b"LHLO c.example\r\n" if self.config.lmtp else b"EHLO c.example\r\n"
-        elif self.config.require_tls and not engine.tls_active:
+        elif self.config.require_tls and not engine.session.tls_active:
             data = b"STARTTLS\r\n"
         elif (
             self.config.auth_mechanisms
-            and engine.authenticated_as is None
+            and engine.session.authenticated_as is None
             and not self.in_transaction
             and (chunking or self.config.auth_required)
         ):

@@ -270,3 +270,25 @@ async def test_client_gets_closed_cleanly_after_untrusted_bdat_even_when_dribbli
             await trio.lowlevel.checkpoint()
         assert (await client.reply())[0] == 421
         assert await client.closed()
+
+
+async def test_xclient_from_an_untrusted_client_is_refused_and_changes_nothing() -> None:
+    # Postfix XCLIENT_README: only authorised clients; others get 550 (issue 12).
+    async with running_server() as live:
+        client = await live.connect()
+        await client.reply()
+        assert "XCLIENT" not in await client.expect(EHLO, 250)
+        assert await client.cmd("XCLIENT ADDR=192.0.2.66 NAME=trusted.example LOGIN=admin") == (
+            550,
+            "5.7.0 XCLIENT not permitted from this client",
+        )
+        await client.expect("MAIL FROM:<a@x.test>", 250)
+        await client.expect("RCPT TO:<b@y.test>", 250)
+        await client.expect("DATA", 354)
+        await client.send(b"Subject: x\r\n\r\nhi\r\n.\r\n")
+        assert (await client.reply())[0] == 250
+        await client.expect("QUIT", 221)
+        await live.wait_idle()
+        [mail] = live.sink.messages
+        assert mail.session.peer[0] == "127.0.0.1"
+        assert mail.session.authenticated_as is None

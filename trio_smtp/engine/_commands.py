@@ -43,10 +43,9 @@ from ._grammar import (
     parse_params,
     parse_path,
 )
-from ._params import mail_params, rcpt_params
+from ._params import MailParams, mail_params, rcpt_params
 from ._receivebuffer import LINE_TOO_LONG
 from ._replies import (
-    BAD_PIPELINING,
     BDAT_UNTRUSTED,
     CANNOT_VRFY,
     CONTROL_CHARACTERS,
@@ -69,7 +68,7 @@ from ._replies import (
     Reply,
 )
 from ._replies import LINE_TOO_LONG as LINE_TOO_LONG_REPLY
-from ._state import HTTP_VERBS, SessionView, check_sequence
+from ._state import HTTP_VERBS, SEQUENCE, SessionView
 from ._state import NOT_IMPLEMENTED as NOT_IMPLEMENTED_VERBS
 from ._xclient import ATTRIBUTES as XCLIENT_ATTRIBUTES
 from ._xclient import parse_xclient
@@ -78,6 +77,7 @@ from ._xclient import parse_xclient
 MAX_BDAT_DIGITS: Final = 30
 # Exactly "BDAT" SP chunk-size [ SP end-marker ], ASCII only: nothing else is trusted.
 _BDAT_ARGUMENT: Final = re.compile(rf"([0-9]{{1,{MAX_BDAT_DIGITS}}})(?: ([Ll][Aa][Ss][Tt]))?\Z")
+_NO_PARAMS: Final = MailParams()
 #: Verbs that need TLS first under ``require_tls`` (RFC 3207 §4).
 _NEED_TLS_VERBS: Final = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "AUTH"})
 
@@ -112,8 +112,9 @@ class Refused:
     reply: Reply
     #: The close reason when the session must end after the reply.
     close: str | None = None
-    #: A last reply sent before closing (after ``reply``).
-    then: Reply | None = None
+    #: A refused DATA: if more bytes are already buffered, they are a body sent
+    #: without waiting for 354 (RFC 2920 §3.1), so the session must end.
+    data: bool = False
 
 
 Outcome = Command | SaslStarted
@@ -121,19 +122,12 @@ Reader = Callable[[EngineConfig, SessionView, str, str], Outcome]
 LineOutcome = Command | SaslStarted | ChunkStarted | Refused
 
 
-def read_command(
-    config: EngineConfig, session: SessionView, raw: bytes, *, pipelined: bool
-) -> LineOutcome:
-    """What one command line (without its CRLF) means.
-
-    Args:
-        raw: The line, or :data:`~._receivebuffer.LINE_TOO_LONG`.
-        pipelined: Whether more bytes are already buffered after the line.
-    """
+def read_command(config: EngineConfig, session: SessionView, raw: bytes) -> LineOutcome:
+    """What one command line (without its CRLF, or :data:`LINE_TOO_LONG`) means."""
     if raw is LINE_TOO_LONG:
         return Refused("", LINE_TOO_LONG_REPLY)
-    head = raw.lstrip(b" \t")[:5]
-    if head[:4].upper() == b"BDAT" and not head[4:].isalnum():
+    # (The first octet spares the usual command the full look.)
+    if raw[:1] in b"Bb \t" and _is_bdat(raw):
         # Checked on the raw octets, before anything could refuse the line: a BDAT is
         # followed by its chunk, and if the size is not read exactly as the client
         # meant it, the chunk would run as commands (smuggling).
@@ -143,7 +137,8 @@ def read_command(
     except UnicodeDecodeError:
         return Refused(raw[:40].decode("ascii", "replace"), NOT_UTF8)
     verb, _, argument = line.partition(" ")
-    verb = ascii_upper(verb)
+    if verb.isascii():  # ascii_upper(), inline: this runs for every command
+        verb = verb.upper()
     argument = argument.strip(" ")
     if verb == "AUTH":
         # Events may be logged: never carry the initial response (a password).
@@ -162,20 +157,25 @@ def read_command(
     try:
         return reader(config, session, verb, argument)
     except RemoteProtocolError as exc:
-        if verb == "DATA" and pipelined:
-            # RFC 2920 §3.1: DATA ends a pipelined group, so bytes already here are a
-            # body sent without waiting for 354; never run them as commands.
-            return Refused(line, exc.reply, close="closed", then=BAD_PIPELINING)
-        return Refused(line, exc.reply)
+        return Refused(line, exc.reply, data=verb == "DATA")
 
 
 def gate(config: EngineConfig, session: SessionView, verb: str) -> None:
     """Policy and sequence checks that come before parsing arguments."""
     if config.require_tls and not session.tls_active and verb in _NEED_TLS_VERBS:
         raise RemoteProtocolError(NEED_TLS)
-    error = check_sequence(verb, session.phase)
-    if error is not None:
+    phase = session.phase
+    allowed, errors, otherwise = SEQUENCE[verb]  # check_sequence(), inline
+    if phase not in allowed:
+        error = errors.get(phase, otherwise)
+        assert error is not None  # every verb allowed nowhere-else has a reply
         raise RemoteProtocolError(error)
+
+
+def _is_bdat(raw: bytes) -> bool:
+    """Whether a line is a BDAT command, however malformed (leading blanks, a tab)."""
+    head = raw.lstrip(b" \t")[:5]
+    return head[:4].upper() == b"BDAT" and not head[4:].isalnum()
 
 
 def _helo(config: EngineConfig, session: SessionView, verb: str, argument: str) -> Outcome:
@@ -201,7 +201,9 @@ def _mail(config: EngineConfig, session: SessionView, verb: str, argument: str) 
     gate(config, session, verb)
     if config.auth_required and session.authenticated_as is None:
         raise RemoteProtocolError(NEED_AUTH)
-    if ascii_upper(argument[:5]) != "FROM:":
+    # Plain upper() is exact here: no non-ASCII character upper-cases into "FROM:" or
+    # "TO:" (only U+00DF, U+0131, U+017F and the ff/fi/fl/st ligatures map to ASCII).
+    if argument[:5].upper() != "FROM:":
         raise _refuse(501, "5.5.4 syntax: MAIL FROM:<address>")
     address, rest = parse_path(
         argument[5:],
@@ -212,7 +214,7 @@ def _mail(config: EngineConfig, session: SessionView, verb: str, argument: str) 
         lenient=config.lenient_addresses,
     )
     params = parse_params(rest, utf8=config.smtputf8)
-    p = mail_params(config, params)
+    p = mail_params(config, params) if params else _NO_PARAMS
     if not address.isascii() and not p.smtputf8:
         raise _refuse(553, "5.6.7 non-ASCII addresses need the SMTPUTF8 parameter")
     return MailFrom(
@@ -232,7 +234,7 @@ def _mail(config: EngineConfig, session: SessionView, verb: str, argument: str) 
 
 def _rcpt(config: EngineConfig, session: SessionView, verb: str, argument: str) -> Outcome:
     gate(config, session, verb)
-    if ascii_upper(argument[:3]) != "TO:":
+    if argument[:3].upper() != "TO:":
         raise _refuse(501, "5.5.4 syntax: RCPT TO:<address>")
     utf8 = session.smtputf8
     address, rest = parse_path(
@@ -244,7 +246,7 @@ def _rcpt(config: EngineConfig, session: SessionView, verb: str, argument: str) 
         lenient=config.lenient_addresses,
     )
     params = parse_params(rest, utf8=utf8)
-    notify, orcpt = rcpt_params(config, params)
+    notify, orcpt = rcpt_params(config, params) if params else (None, None)
     if session.recipients >= config.max_recipients:
         raise RemoteProtocolError(TOO_MANY_RCPTS)
     return RcptTo(

@@ -27,7 +27,7 @@ from typing import Final
 
 from ._auth import SaslExchange
 from ._body import MessageBody, message_replies
-from ._commands import ChunkStarted, Refused, SaslStarted, greeting_reply, read_command
+from ._commands import ChunkStarted, Refused, greeting_reply, read_command
 from ._config import EngineConfig
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
@@ -40,6 +40,7 @@ from ._events import (
     EndOfMessage,
     Event,
     Helo,
+    MailFrom,
     MessageData,
     MessageRejected,
     Quit,
@@ -60,7 +61,7 @@ from ._replies import (
     TOO_MANY_ERRORS,
     Reply,
 )
-from ._state import Phase, SessionState, State
+from ._state import TRANSITIONS, Phase, SessionState, State
 
 
 class Sentinel(Enum):
@@ -136,17 +137,6 @@ class Engine:
         return self._session.phase
 
     @property
-    def tls_active(self) -> bool:
-        """Whether TLS is active on the connection; same as ``session.tls_active``."""
-        return self._session.tls_active
-
-    @tls_active.setter
-    def tls_active(self, value: bool) -> None:
-        # Kept for callers that mark implicit TLS after construction; prefer
-        # ``Engine(config, tls_active=True)``.
-        self._session.set_tls_active(value)
-
-    @property
     def allow_xclient(self) -> bool:
         """Whether this client may send XCLIENT (advertised in EHLO only then; others
         get 550 5.7.0). The caller sets it for trusted proxies (``--xclient-from``)."""
@@ -155,26 +145,6 @@ class Engine:
     @allow_xclient.setter
     def allow_xclient(self, value: bool) -> None:
         self._session.allow_xclient(value)
-
-    @property
-    def helo_name(self) -> str | None:
-        """The HELO/EHLO/LHLO name once accepted; same as ``session.helo_name``."""
-        return self._session.helo_name
-
-    @property
-    def esmtp(self) -> bool:
-        """Whether the client used EHLO or LHLO; same as ``session.esmtp``."""
-        return self._session.esmtp
-
-    @property
-    def authenticated_as(self) -> str | None:
-        """The login of a successful AUTH; same as ``session.authenticated_as``."""
-        return self._session.authenticated_as
-
-    @property
-    def recipients(self) -> int:
-        """Accepted recipients in the current transaction; same as ``session.recipients``."""
-        return self._session.recipients
 
     @property
     def reading_body(self) -> bool:
@@ -331,8 +301,8 @@ class Engine:
             if any(r.code == 421 for r in replies):
                 self._close("closed")
             return
+        assert isinstance(event, Command)
         if reply is None:
-            assert isinstance(event, Command)
             reply = event.default_reply
         elif not isinstance(reply, Reply):
             raise LocalProtocolError(f"expected a Reply, not {reply!r}")
@@ -406,22 +376,27 @@ class Engine:
     def _line(self, raw: bytes) -> Event | None:
         if self.state is State.AUTH:
             return self._auth_line(raw)
-        outcome = read_command(self.config, self._session, raw, pipelined=bool(self._buf))
+        outcome = read_command(self.config, self._session, raw)
+        if isinstance(outcome, Command):
+            return outcome
         if isinstance(outcome, Refused):
             rejected = self._reject(outcome.line, outcome.reply)
-            if outcome.close is not None and self.state is not State.CLOSED:
-                if outcome.then is not None:
-                    self._send(outcome.then)
+            if self.state is State.CLOSED:
+                return rejected
+            if outcome.close is not None:
                 self._close(outcome.close)
+            elif outcome.data and self._buf:
+                # RFC 2920 §3.1: DATA ends a pipelined group, so bytes already here
+                # are a body sent without waiting for 354; never run them as commands.
+                self._send(BAD_PIPELINING)
+                self._close("closed")
             return rejected
         if isinstance(outcome, ChunkStarted):
             binary = self._session.body == "BINARYMIME"
             self._body.start_chunk(outcome.chunk, outcome.refusal, binary=binary)
             self.state = State.BDAT
             return None
-        if isinstance(outcome, SaslStarted):
-            return self._sasl_result(outcome.exchange, outcome.result)
-        return outcome
+        return self._sasl_result(outcome.exchange, outcome.result)
 
     def _sasl_result(
         self, sasl: SaslExchange, result: Reply | tuple[str, str, str]
@@ -484,14 +459,15 @@ class Engine:
 
     # ------------------------------------------------------------------ answers
 
-    def _apply(self, event: Event, reply: Reply) -> None:
-        assert isinstance(event, Command)
+    def _apply(self, event: Command, reply: Reply) -> None:
         positive = reply.code < 400
-        if not (positive and isinstance(event, Bdat) and event.last):
+        kind = type(event)
+        if kind is Helo or (positive and kind is Xclient):
+            # A greeting-like reply (HELO/EHLO, a successful XCLIENT): no enhanced code.
+            self._send(reply, enhanced=False)
+        elif not (positive and kind is Bdat and isinstance(event, Bdat) and event.last):
             # RFC 3030 §2: BDAT LAST gets one reply, the message's (EndOfMessage's).
-            # A greeting-like reply (HELO, a successful XCLIENT) has no enhanced code.
-            plain = isinstance(event, Helo) or (positive and isinstance(event, Xclient))
-            self._send(reply, enhanced=not plain)
+            self._send(reply)
         if positive:
             self._bad_commands = 0
         elif self._count_error(reply):
@@ -499,11 +475,18 @@ class Engine:
         if reply.code == 421:
             self._close("closed")
             return
-        self._session.answered(event, reply)
-        after = _AFTER_REPLY.get(type(event))
-        if after is not None:
-            after(self, event, positive, reply)
-        if not self.in_transaction:
+        # SessionState.answered() and the engine's own after-effects, one look-up.
+        steps = _ON_ANSWER.get(kind)
+        if steps is not None:
+            transition, after = steps
+            if transition is not None:
+                transition(self._session, event, reply.code)
+            if after is not None:
+                after(self, event, positive, reply)
+
+    def _after_mail(self, event: Event, positive: bool, reply: Reply) -> None:
+        if positive:
+            # A new transaction: no BDAT text state of an earlier one carries over.
             self._body.reset()
 
     def _after_data(self, event: Event, positive: bool, reply: Reply) -> None:
@@ -543,12 +526,18 @@ class Engine:
 
 
 #: What the engine itself does once a command is answered (the session's facts move in
-#: ``SessionState.answered``): start a body reader, queue the end of a BDAT message,
-#: close after QUIT, wait for the TLS handshake, count failed AUTH attempts.
-_AFTER_REPLY: Final[dict[type[Event], Callable[[Engine, Event, bool, Reply], None]]] = {
+#: ``SessionState.answered``): start a new message body, start a body reader, queue the
+#: end of a BDAT message, close after QUIT, wait for the TLS handshake, count failed AUTH.
+_AFTER_REPLY: Final[dict[type[Command], Callable[[Engine, Event, bool, Reply], None]]] = {
+    MailFrom: Engine._after_mail,
     Data: Engine._after_data,
     Bdat: Engine._after_bdat,
     Quit: Engine._after_quit,
     StartTLS: Engine._after_starttls,
     AuthCredentials: Engine._after_auth,
+}
+
+_ON_ANSWER: Final = {
+    kind: (TRANSITIONS.get(kind), _AFTER_REPLY.get(kind))
+    for kind in TRANSITIONS.keys() | _AFTER_REPLY.keys()
 }

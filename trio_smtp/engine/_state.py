@@ -10,6 +10,7 @@ gets the row's error reply (RFC 5321 §4.1.4, §4.3.2: 503 5.5.1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Final, Protocol
 
@@ -278,47 +279,64 @@ class SessionState:
     # ------------------------------------------------------------------ the engine's side
 
     def answered(self, event: Command, reply: Reply) -> None:
-        """Apply the caller's ``reply`` to the command ``event`` (RFC 5321 §4.1.4)."""
-        positive = reply.code < 400
-        if isinstance(event, Helo):
-            if positive:
-                self._helo_name = event.name
-                self._esmtp = event.extended
-                self._phase = AFTER[event.verb]
-                self.reset_transaction()
-        elif isinstance(event, MailFrom):
-            if positive:
-                self._phase = AFTER["MAIL"]
-                self._smtputf8 = event.smtputf8
-                self._body = event.body
-        elif isinstance(event, RcptTo):
-            if positive:
-                self._phase = AFTER["RCPT"]
-                self._recipients += 1
-        elif isinstance(event, Bdat):
-            if positive:
-                self._phase = AFTER["BDAT"]
-            else:
-                # RFC 3030 §2: a refused chunk ends the transaction.
-                self.reset_transaction()
-        elif isinstance(event, Rset):
+        """Apply the caller's ``reply`` to the command ``event`` (RFC 5321 §4.1.4).
+
+        What a reply means for each command is the :data:`TRANSITIONS` table below;
+        commands missing from it (NOOP, VRFY, DATA …) leave the session as it is.
+        """
+        transition = TRANSITIONS.get(type(event))
+        if transition is not None:
+            transition(self, event, reply.code)
+
+    def _on_hello(self, event: Command, code: int) -> None:
+        assert isinstance(event, Helo)
+        if code < 400:
+            self._helo_name = event.name
+            self._esmtp = event.extended
+            self._phase = AFTER[event.verb]
             self.reset_transaction()
-        elif isinstance(event, AuthCredentials):
-            if reply.code == 235:  # RFC 4954 §6
+
+    def _on_mail(self, event: Command, code: int) -> None:
+        assert isinstance(event, MailFrom)
+        if code < 400:
+            self._phase = AFTER["MAIL"]
+            self._smtputf8 = event.smtputf8
+            self._body = event.body
+
+    def _on_rcpt(self, event: Command, code: int) -> None:
+        if code < 400:
+            self._phase = AFTER["RCPT"]
+            self._recipients += 1
+
+    def _on_bdat(self, event: Command, code: int) -> None:
+        if code < 400:
+            self._phase = AFTER["BDAT"]
+        else:
+            # RFC 3030 §2: a refused chunk ends the transaction.
+            self.reset_transaction()
+
+    def _on_rset(self, event: Command, code: int) -> None:
+        self.reset_transaction()
+
+    def _on_auth(self, event: Command, code: int) -> None:
+        assert isinstance(event, AuthCredentials)
+        if code == 235:  # RFC 4954 §6
+            self._authenticated_as = event.login
+            self._auth_mechanism = event.mechanism
+
+    def _on_xclient(self, event: Command, code: int) -> None:
+        assert isinstance(event, Xclient)
+        if code < 400:
+            # XCLIENT_README: the server "resets state to the initial SMTP greeting
+            # protocol stage"; the client must send EHLO again.
+            self._phase = Phase.INITIAL
+            self._helo_name = None
+            self._esmtp = False
+            if "LOGIN" in event.attributes:
+                # The proxy's word: who logged in, not how (no SASL mechanism here).
                 self._authenticated_as = event.login
-                self._auth_mechanism = event.mechanism
-        elif isinstance(event, Xclient):
-            if positive:
-                # XCLIENT_README: the server "resets state to the initial SMTP greeting
-                # protocol stage"; the client must send EHLO again.
-                self._phase = Phase.INITIAL
-                self._helo_name = None
-                self._esmtp = False
-                if "LOGIN" in event.attributes:
-                    # The proxy's word: who logged in, not how (no SASL mechanism here).
-                    self._authenticated_as = event.login
-                    self._auth_mechanism = None
-                self.reset_transaction()
+                self._auth_mechanism = None
+            self.reset_transaction()
 
     def reset_transaction(self) -> None:
         """RSET, the end of a message, or a failed transaction: back to READY."""
@@ -362,3 +380,15 @@ class SessionState:
         """The session is over, for ``reason`` (the first reason given wins)."""
         if self._close_reason is None:
             self._close_reason = reason
+
+
+#: command event type -> the transition a reply to it makes (``SessionState.answered``).
+TRANSITIONS: Final[dict[type[Command], Callable[[SessionState, Command, int], None]]] = {
+    Helo: SessionState._on_hello,
+    MailFrom: SessionState._on_mail,
+    RcptTo: SessionState._on_rcpt,
+    Bdat: SessionState._on_bdat,
+    Rset: SessionState._on_rset,
+    AuthCredentials: SessionState._on_auth,
+    Xclient: SessionState._on_xclient,
+}
