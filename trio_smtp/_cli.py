@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
+from ._auth_guard import DEFAULT_MAX_AUTH_FAILURES_PER_IP
 from ._config import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_DATA_TIMEOUT,
@@ -20,6 +21,7 @@ from ._config import (
     DEFAULT_SHUTDOWN_GRACE,
 )
 from ._logger import FORMATS, LEVELS
+from ._relay_policy import parse_networks, parse_relay_domains
 from .engine._config import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS
 
 PROG = "trio-smtp"
@@ -86,6 +88,22 @@ def _hostport(text: str) -> tuple[str, int]:
     return host, _port(port)
 
 
+def _relay_network(text: str) -> str:
+    try:
+        parse_networks(text, key="--relay-from")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an address or CIDR network: {text!r}") from None
+    return text
+
+
+def _relay_domain(text: str) -> str:
+    try:
+        parse_relay_domains(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a domain: {text!r}") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the docs and tests)."""
     p = _Parser(
@@ -145,6 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=_hostport,
         metavar="HOST:PORT",
         help="forward each message to another SMTP server before replying 250",
+    )
+    sinks.add_argument(
+        "--relay-from",
+        action="append",
+        type=_relay_network,
+        metavar="CIDR",
+        help="with --relay: clients allowed to relay anywhere, repeatable",
+    )
+    sinks.add_argument(
+        "--relay-domain",
+        action="append",
+        type=_relay_domain,
+        metavar="DOMAIN",
+        help="with --relay: recipient domain anyone may send to, repeatable "
+        "(.example.com = its subdomains)",
     )
     sinks.add_argument(
         "--print-body",
@@ -240,6 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="what a bare LF or CR in DATA gets: rewritten to CRLF, or 550 5.6.0",
     )
     lim.add_argument(
+        "--max-auth-failures-per-ip",
+        type=_positive_int,
+        default=DEFAULT_MAX_AUTH_FAILURES_PER_IP,
+        metavar="N",
+        help="failed AUTHs per client address per minute, then 454 4.7.0 unchecked",
+    )
+    lim.add_argument(
+        "--greet-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait before the 220; a client that talks first gets 554 and is closed",
+    )
+    lim.add_argument(
         "--lenient-addresses",
         action="store_true",
         help="accept MAIL FROM/RCPT TO without <> and local parts ending in a dot "
@@ -303,6 +350,11 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.print_body and (args.maildir or args.mbox or args.relay):
         other = "--maildir" if args.maildir else "--mbox" if args.mbox else "--relay"
         raise ValueError(f"--print-body works with the default print sink only, not with {other}")
+    if args.relay and not (args.relay_from or args.relay_domain or args.auth_file):
+        raise ValueError(
+            "--relay needs --relay-from, --relay-domain or --auth-file: "
+            "without one of them it would be an open relay"
+        )
     config: dict[str, Any] = {
         "host": args.host or [DEFAULT_HOST],
         "port": args.port,
@@ -339,6 +391,12 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         config["verify"] = args.verify
         config["dns_servers"] = args.dns_server or []
         config["dmarc_enforce"] = args.dmarc_enforce
+    if args.relay_from:
+        config["relay_from"] = args.relay_from
+    if args.relay_domain:
+        config["relay_domains"] = args.relay_domain
+    config["max_auth_failures_per_ip"] = args.max_auth_failures_per_ip
+    config["greet_delay"] = args.greet_delay
     return config
 
 

@@ -8,6 +8,8 @@ from typing import Any, Final
 
 import attrs
 
+from ._auth_guard import DEFAULT_AUTH_FAILURE_DELAY, DEFAULT_MAX_AUTH_FAILURES_PER_IP
+from ._relay_policy import Network, parse_networks, parse_relay_domains
 from .engine import BareLineEndings, EngineConfig
 from .engine._auth import MECHANISMS
 from .engine._config import (
@@ -113,6 +115,10 @@ def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network
     return tuple(nets)
 
 
+def _relay_from(value: Any) -> tuple[Network, ...]:
+    return parse_networks(value, key="relay_from")
+
+
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     """Everything a :class:`~trio_smtp.Server` is set up with.
@@ -185,6 +191,19 @@ class ServerConfig:
     dmarc_enforce: bool = False
     #: Seconds of DNS each phase of a message's verification may use.
     dns_budget: float = attrs.field(default=DEFAULT_DNS_BUDGET, validator=_positive_number)
+    #: Relaying (``--relay-from``, ``--relay-domain``): see :mod:`trio_smtp._relay_policy`.
+    relay_from: tuple[Network, ...] = attrs.field(default=(), converter=_relay_from)
+    relay_domains: tuple[str, ...] = attrs.field(default=(), converter=parse_relay_domains)
+    #: Failed AUTHs per client address per minute, then 454 4.7.0 unchecked.
+    max_auth_failures_per_ip: int = attrs.field(
+        default=DEFAULT_MAX_AUTH_FAILURES_PER_IP, validator=_positive_number
+    )
+    #: Seconds of delay before a 535, times the address's recent failures (0: none).
+    auth_failure_delay: float = attrs.field(
+        default=DEFAULT_AUTH_FAILURE_DELAY, validator=_non_negative_number
+    )
+    #: Seconds to wait before the 220; a client that talks first gets 554 (0: no wait).
+    greet_delay: float = attrs.field(default=0.0, validator=_non_negative_number)
 
     def __attrs_post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

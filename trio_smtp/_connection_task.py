@@ -30,10 +30,13 @@ from typing import Any, Final
 
 import trio
 
+from ._auth_guard import AUTHZID_REFUSED, TOO_MANY_AUTH_FAILURES
+from ._early_talkers import TALKED_FIRST
 from ._hooks import HookReturnError, HookRunner, HookTimeout
 from ._limits import AddressLimiter
 from ._names import hostport, loggable, new_session_id
 from ._proxy_reader import apply_proxy_header, read_proxy_header
+from ._relay_policy import RELAY_DENIED
 from ._replies import (
     CONNECT_FAILED,
     DATA_TIMEOUT,
@@ -295,12 +298,36 @@ class ConnectionTask:
         self._admitted = ip
         if self.implicit_tls and not await self._handshake(implicit=True):
             return
+        if not await self._greet_delay():
+            return
         self.engine.greet(await self.hooks.connect_reply(self.session))
         if self.engine.state is State.CLOSED:
             self._end = "refused at connect"
             await self._flush()
             return
         await self._loop()
+
+    async def _greet_delay(self) -> bool:
+        """``greet_delay``: wait before the 220; a client that talks first gets 554."""
+        greeting = self.settings.greeting
+        if greeting is None or greeting.delay <= 0:
+            return True
+        seen = await greeting.wait(self.stream)
+        if seen is None:
+            return True
+        if seen.left:
+            self._end = "closed before the greeting"
+            self.engine.close()
+            return False
+        # What it sent is never parsed: the connection ends here.
+        self.logger.warn(
+            f"Early talker: id={self.session.id} peer={hostport(self.session.peer)} sent "
+            f"{seen.sent} bytes before the greeting"
+        )
+        self.engine.close(TALKED_FIRST)
+        self._end = "talked before greeting"
+        await self._flush()
+        return False
 
     # ------------------------------------------------------------------ the loop
 
@@ -585,7 +612,9 @@ class ConnectionTask:
                     await self.settings.verifier.mail_started(
                         self.txn.mail, authserv_id=self.settings.hostname
                     )
-            reply = await self._hook_reply(event.verb, event)
+            reply = self._relay_refusal(event)
+            if reply is None:
+                reply = await self._hook_reply(event.verb, event)
             engine.respond(reply)
             if reply is not None and reply.code == 421 and engine.state is State.CLOSED:
                 self._end = "closed by hook"
@@ -601,6 +630,20 @@ class ConnectionTask:
             # must not carry over to the next message.
             self._data_deadline = None
         return True
+
+    def _relay_refusal(self, event: Command) -> Reply | None:
+        """554 5.7.1 for a RCPT this client may not relay to (before any hook runs)."""
+        policy = self.settings.relay_policy
+        if policy is None or type(event) is not RcptTo:
+            return None
+        client = self.session.peer[0]
+        authenticated = self.engine.session.authenticated_as is not None
+        if policy.allows(authenticated=authenticated, client=client, recipient=event.address):
+            return None
+        self.logger.warn(
+            f"Relay access denied: id={self.session.id} client {client} to <{event.address[:256]}>"
+        )
+        return RELAY_DENIED
 
     async def _starttls(self, event: StartTLS) -> bool:
         self._command_deadline = None
@@ -644,9 +687,26 @@ class ConnectionTask:
     async def _auth_reply(self, event: AuthCredentials) -> Reply | None:
         """The AUTH hook decides if it answers; else the authenticator, in a thread."""
         self._disarm()
+        guard = self.settings.auth_guard
+        ip = self.session.peer[0]
+        if guard is not None and guard.blocked(ip):
+            self.logger.warn(
+                f"Authentication refused: id={self.session.id} {ip} has too many failed "
+                "authentication attempts"
+            )
+            return TOO_MANY_AUTH_FAILURES
         reply = await self.hooks.auth_reply(event, self.mail)
-        if reply is None and self.settings.authenticator is not None:
-            reply = await self.hooks.authenticate(self.settings.authenticator, event)
+        if reply is None:
+            if event.authzid and event.authzid != event.login:
+                # RFC 4616 §2: acting as someone else needs the AUTH hook's yes.
+                reply = AUTHZID_REFUSED
+            elif self.settings.authenticator is not None:
+                limiter = guard.limiter if guard is not None else None
+                reply = await self.hooks.authenticate(
+                    self.settings.authenticator, event, limiter=limiter
+                )
+        if guard is not None and (reply is None or reply.code == 535):
+            await guard.failed(ip)
         return reply
 
     # ------------------------------------------------------------------ messages

@@ -250,6 +250,7 @@ class HookRunner:
             mechanism=event.mechanism,
             login=event.login,
             password=event.password,
+            authzid=event.authzid,
         )
         result = await self.call("AUTH", hook, ctx, mail=mail)
         if result is None:
@@ -265,9 +266,16 @@ class HookRunner:
         return HOOK_FAILED
 
     async def authenticate(
-        self, authenticator: Authenticator, event: AuthCredentials
+        self,
+        authenticator: Authenticator,
+        event: AuthCredentials,
+        *,
+        limiter: trio.CapacityLimiter | None = None,
     ) -> Reply | None:
         """Check credentials with the authenticator in a worker thread, bounded like a hook.
+
+        ``limiter`` bounds the threads that password checks use (the AUTH guard's own),
+        so that slow checks never fill the pool that sinks and hooks need.
 
         Returns:
             235 when they are valid, ``None`` (the engine's 535) when not, 451 when the
@@ -281,6 +289,7 @@ class HookRunner:
                     event.login,
                     event.password,
                     abandon_on_cancel=True,
+                    limiter=limiter,
                 )
         except trio.TooSlowError:
             await self.failed(HookTimeout("authenticator", self.timeout))

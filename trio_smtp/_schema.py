@@ -134,6 +134,9 @@ class Context:
         mechanism: For AUTH, ``"PLAIN"`` or ``"LOGIN"``.
         login: For AUTH, the login.
         password: For AUTH, the password (never in a ``repr``).
+        authzid: For AUTH PLAIN, the authorization identity the client asked to act
+            as (``""`` for none). One other than ``login`` is refused (535 5.7.8)
+            unless the hook accepts the credentials.
         size: For BDAT, the chunk size.
         last: For BDAT, whether it is the last chunk.
     """
@@ -150,5 +153,6 @@ class Context:
     mechanism: str | None = None
     login: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
+    authzid: str | None = None
     size: int | None = None
     last: bool | None = None

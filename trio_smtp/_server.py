@@ -14,20 +14,23 @@ import attrs
 import trio
 
 from ._auth_file import load_auth_file
+from ._auth_guard import AuthGuard, LocalFailureBudget
 from ._config import ServerConfig
 from ._connection_task import ConnectionTask
+from ._early_talkers import GreetingGuard
 from ._hooks import SYNC_HOOK_THREADS
 from ._limits import AddressLimiter, PerAddressLimit
 from ._listeners import Listener, accept, close_all, open_tcp, sockaddr
 from ._logger import Logger, LoggerLike, as_logger
 from ._names import hostport
+from ._relay_policy import RelayPolicy
 from ._replies import BUSY
 from ._schema import Schema, make_schema
 from ._settings import Authenticator, ConnectionSettings
 from ._tls import server_ssl_context
 from ._transport import SocketTransport
 from .engine import EngineConfig
-from .sinks import PrintSink
+from .sinks import PrintSink, RelaySink
 from .verify._verifier import Verifier
 
 _REFUSE_TIMEOUT: Final = 2.0
@@ -97,6 +100,19 @@ class Server:
         #: Counts connections per client address (``max_connections_per_ip``); may be
         #: replaced, before :meth:`serve`, by any :class:`~._limits.AddressLimiter`.
         self.address_limiter: AddressLimiter = PerAddressLimit(self.config.max_connections_per_ip)
+        #: Who may relay: on with a RelaySink, or when relay_from/relay_domains are set.
+        self.relay_policy: RelayPolicy | None = None
+        if isinstance(self.sink, RelaySink) or self.config.relay_from or self.config.relay_domains:
+            self.relay_policy = RelayPolicy(
+                relay_from=self.config.relay_from, relay_domains=self.config.relay_domains
+            )
+        #: Failure budget per address, delays and threads for AUTH; its ``budget`` may be
+        #: replaced, before :meth:`serve`, by any :class:`~._auth_guard.FailureBudget`.
+        self.auth_guard = AuthGuard(
+            LocalFailureBudget(self.config.max_auth_failures_per_ip),
+            failure_delay=self.config.auth_failure_delay,
+        )
+        self._greeting = GreetingGuard(self.config.greet_delay)
         #: The ``(host, port)`` of every listener, once :meth:`serve` has bound them.
         self.addresses: list[tuple[str, int]] = []
         self._connections: set[ConnectionTask] = set()
@@ -135,6 +151,11 @@ class Server:
         self._authenticator = authenticator
         if self._settings is not None:
             self._settings = attrs.evolve(self._settings, authenticator=authenticator)
+
+    @property
+    def early_talkers(self) -> int:
+        """Clients refused so far for talking before the greeting (``greet_delay``)."""
+        return self._greeting.refused
 
     @property
     def connections(self) -> int:
@@ -186,6 +207,9 @@ class Server:
             data_factory=self.data_factory,
             hook_threads=trio.CapacityLimiter(SYNC_HOOK_THREADS),
             verifier=self.verifier,
+            relay_policy=self.relay_policy,
+            auth_guard=self.auth_guard,
+            greeting=self._greeting,
         )
 
     # ------------------------------------------------------------------ running

@@ -16,9 +16,12 @@ import attrs
 import trio
 
 if TYPE_CHECKING:
+    from ._auth_guard import AuthGuard
     from ._config import ServerConfig
+    from ._early_talkers import GreetingGuard
     from ._hooks import Hook
     from ._logger import LoggerLike
+    from ._relay_policy import RelayPolicy
     from .engine import EngineConfig
     from .verify import Verifier
 
@@ -43,6 +46,9 @@ class ConnectionSettings:
         data_factory: Makes ``ctx.data`` for each connection, or ``None``.
         hook_threads: The limiter of the worker threads that run plain-function hooks.
         verifier: Runs SPF/DKIM/DMARC/ARC (``verify``), or ``None``.
+        relay_policy: Who may relay to whom (checked at RCPT), or ``None`` for no check.
+        auth_guard: The brakes on password guessing (failure budget, delay, threads).
+        greeting: The wait before the greeting and its count of early talkers.
     """
 
     config: ServerConfig
@@ -57,6 +63,9 @@ class ConnectionSettings:
     data_factory: Callable[[], Any] | None = None
     hook_threads: trio.CapacityLimiter
     verifier: Verifier | None = None
+    relay_policy: RelayPolicy | None = None
+    auth_guard: AuthGuard | None = None
+    greeting: GreetingGuard | None = None
 
     def proxy_trusted(self, ip: str) -> bool:
         """Whether ``ip`` may send a PROXY header (``proxy_from``)."""

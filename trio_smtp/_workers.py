@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from ._auth_guard import AUTH_FAILURE_WINDOW
 from ._logger import Logger
 
 if TYPE_CHECKING:
@@ -448,6 +449,16 @@ def _shared_from_environment(server: Server, worker: int) -> tuple[SharedLimits 
     shared_fd, lifeline, supervisor = (int(part) for part in value.split(","))
     _die_with_parent(supervisor)
     limits = SharedLimits(shared_fd)
+    config = server.config
+    server.address_limiter = SharedAddressLimiter(
+        limits,
+        worker,
+        max_total=config.max_connections,
+        max_per_ip=config.max_connections_per_ip,
+    )
+    server.auth_guard.budget = SharedFailureBudget(
+        limits, config.max_auth_failures_per_ip, window=AUTH_FAILURE_WINDOW
+    )
     return limits, lifeline
 
 

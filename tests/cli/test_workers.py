@@ -301,3 +301,61 @@ def test_workers_with_a_bad_auth_file_exit_2_instead_of_restarting_forever(
     assert result.stderr.count("\n") == 1
     assert "expected user:password" in result.stderr
     assert "Supervisor" not in result.stderr
+
+
+def _greetings(port: int, count: int) -> tuple[list[bytes], list[socket.socket]]:
+    """Open ``count`` connections at once; the first reply line of each (kept open)."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(count)]
+    firsts = []
+    for sock in socks:
+        data = b""
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        firsts.append(data[:3])
+    return firsts, socks
+
+
+@pytest.mark.parametrize(
+    ("flags", "admitted"),
+    [(("--max-connections-per-ip", "2"), 2), (("--max-connections", "3"), 3)],
+)
+def test_connection_limits_hold_for_the_whole_server(
+    tmp_path: Path, flags: tuple[str, str], admitted: int
+) -> None:
+    w = Workers(tmp_path, 2, *flags)
+    socks: list[socket.socket] = []
+    try:
+        firsts, socks = _greetings(w.port, 8)
+        assert sorted(firsts) == sorted([b"220"] * admitted + [b"421"] * (8 - admitted))
+    finally:
+        for sock in socks:
+            sock.close()
+        assert w.stop() == 0
+
+
+def test_auth_failure_budget_holds_across_workers(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("alice:pw-alice\n", encoding="utf-8")
+    w = Workers(
+        tmp_path,
+        2,
+        "--auth-file",
+        str(users),
+        "--auth-insecure",
+        "--max-auth-failures-per-ip",
+        "3",
+    )
+    codes = []
+    try:
+        # One failure per connection: the kernel spreads them over both workers.
+        for _ in range(5):
+            with smtplib.SMTP("127.0.0.1", w.port, timeout=20) as client:
+                client.ehlo()
+                code, _ = client.docmd("AUTH", "PLAIN AGFsaWNlAHdyb25n")  # alice / wrong
+                codes.append(code)
+    finally:
+        assert w.stop() == 0
+    assert codes == [535, 535, 535, 454, 454]

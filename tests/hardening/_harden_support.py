@@ -70,14 +70,18 @@ async def serving(
             server.shutdown()
 
 
+#: The client side's own threads: never queued behind the server's in Trio's default pool.
+CLIENT_THREADS = trio.CapacityLimiter(16)
+
+
 async def smtp(port: int, use: Callable[[smtplib.SMTP], T]) -> T:
-    """Run ``use`` on a fresh smtplib connection to ``port``, in a thread."""
+    """Run ``use`` on a fresh smtplib connection to ``port``, in a thread of its own."""
 
     def session() -> T:
         with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
             return use(client)
 
-    return await trio.to_thread.run_sync(session)
+    return await trio.to_thread.run_sync(session, limiter=CLIENT_THREADS)
 
 
 def cli_env() -> dict[str, str]:

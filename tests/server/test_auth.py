@@ -15,10 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_starttls import MESSAGE, RawClient, Running, in_thread, running, smtplib_client
+from test_starttls import MESSAGE, RawClient, Running, in_thread, smtplib_client
+from test_starttls import running as _running
 
 from trio_smtp import Reply
 from trio_smtp._auth_file import hash_password
+
+
+def running(tls_files: dict[str, Path] | None, **kwargs: Any) -> Any:
+    """The shared test server, without the delay after a failed AUTH.
+
+    The delay (and the per-address budget) are pinned in
+    ``tests/hardening/test_auth_guard.py`` and ``test_auth_guessing.py``; here they
+    would only slow the tests that fail on purpose.
+    """
+    kwargs.setdefault("auth_failure_delay", 0)
+    return _running(tls_files, **kwargs)
+
 
 PASSWORD = "S3cret-Pa55word"
 HASHED_PASSWORD = "An0ther-s3cret"
@@ -143,15 +156,21 @@ async def test_auth_file_refuses_bad_credentials(
     assert secrets_in(srv.logger.text) == []
 
 
-async def test_authzid_does_not_change_who_is_authenticated(
+async def test_an_authzid_other_than_the_login_is_refused(
     tls_files: dict[str, Path], client_ssl_context: ssl.SSLContext, auth_file: Path
 ) -> None:
+    """RFC 4616 §2: alice may not act as bob, even with her right password."""
     seen: list[str | None] = []
     events = {"MAIL": lambda ctx: seen.append(ctx.session.authenticated_as)}
     async with running(tls_files, auth_file=str(auth_file), events=events) as srv:
         client = await tls_client(srv, client_ssl_context)
         response = plain("alice", PASSWORD, authzid="bob")
-        assert (await client.command(f"AUTH PLAIN {response}"))[0] == 235
+        assert await client.command(f"AUTH PLAIN {response}") == (
+            535,
+            "5.7.8 authorization identity not permitted",
+        )
+        same = plain("alice", PASSWORD, authzid="alice")
+        assert (await client.command(f"AUTH PLAIN {same}"))[0] == 235
         await client.command("MAIL FROM:<a@client.test>")
         await client.aclose()
     assert seen == ["alice"]

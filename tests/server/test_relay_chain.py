@@ -51,7 +51,8 @@ async def test_relay_into_a_second_trio_smtp_over_starttls(tls_files: dict[str, 
             "127.0.0.1", down_port, starttls="require", ssl_context=context, timeout=10
         )
         upstream = Server(
-            {"config": {"port": 0, "hostname": "upstream.test"}},
+            # Relaying is closed by default: this client (loopback) is allowed.
+            {"config": {"port": 0, "hostname": "upstream.test", "relay_from": ["127.0.0.0/8"]}},
             {"sink": relay, "logger": _Quiet()},
         )
         (_, up_port), *_ = await nursery.start(upstream.serve)

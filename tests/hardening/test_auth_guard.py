@@ -1,0 +1,96 @@
+"""The brakes on password guessing, driven directly (the clock is Trio's autojump clock).
+
+The same rules over real sockets are in ``test_auth_guessing.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+import trio.testing
+
+from trio_smtp._auth_guard import AuthGuard, LocalFailureBudget
+
+
+async def test_delay_grows_with_each_failure_up_to_a_cap(autojump_clock: trio.abc.Clock) -> None:
+    guard = AuthGuard(
+        LocalFailureBudget(100, window=3600.0), failure_delay=1.0, max_failure_delay=5.0
+    )
+    waited = []
+    for _ in range(7):
+        start = trio.current_time()
+        await guard.failed("192.0.2.1")
+        waited.append(round(trio.current_time() - start, 6))
+    assert waited == [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0]
+    # Another address starts from the beginning.
+    start = trio.current_time()
+    await guard.failed("192.0.2.2")
+    assert trio.current_time() - start == pytest.approx(1.0)
+
+
+async def test_no_delay_when_switched_off(autojump_clock: trio.abc.Clock) -> None:
+    guard = AuthGuard(LocalFailureBudget(100), failure_delay=0.0)
+    start = trio.current_time()
+    for _ in range(5):
+        await guard.failed("192.0.2.1")
+    assert trio.current_time() == start
+
+
+async def test_budget_blocks_after_the_limit_and_refills_over_the_window(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    budget = LocalFailureBudget(10, window=60.0)
+    for n in range(1, 11):
+        assert not budget.exhausted("192.0.2.9")
+        assert budget.record_failure("192.0.2.9") == n
+    assert budget.exhausted("192.0.2.9")
+    assert not budget.exhausted("192.0.2.10")
+    await trio.sleep(5.9)
+    assert budget.exhausted("192.0.2.9")
+    await trio.sleep(0.2)  # 6 s: one failure's worth has drained (10 per minute)
+    assert not budget.exhausted("192.0.2.9")
+    budget.record_failure("192.0.2.9")
+    assert budget.exhausted("192.0.2.9")
+    await trio.sleep(60.0)
+    assert not budget.exhausted("192.0.2.9")
+
+
+async def test_budget_memory_is_bounded(autojump_clock: trio.abc.Clock) -> None:
+    budget = LocalFailureBudget(3, max_addresses=100)
+    for i in range(1000):
+        budget.record_failure(f"10.0.{i // 256}.{i % 256}")
+    assert len(budget._buckets) <= 100
+    # The most recent offenders are the ones kept.
+    assert budget.record_failure("10.0.3.231") == 2
+
+
+async def test_password_checks_have_their_own_threads() -> None:
+    """A flood of slow checks runs ``threads`` at a time and leaves Trio's pool free."""
+    release = threading.Event()
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def slow_check(_mechanism: str, _login: str, _password: str) -> bool:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        release.wait(10)
+        with lock:
+            running -= 1
+        return False
+
+    guard = AuthGuard(LocalFailureBudget(), threads=2)
+    async with trio.open_nursery() as nursery:
+        for _ in range(60):  # more than Trio's default limiter (40 threads)
+            nursery.start_soon(guard.verify, slow_check, "PLAIN", "u", "p")
+        await trio.testing.wait_all_tasks_blocked()
+        # Storage work in Trio's default thread pool is not stuck behind the checks.
+        with trio.fail_after(5):
+            assert await trio.to_thread.run_sync(lambda: "stored") == "stored"
+        assert guard.limiter.borrowed_tokens == 2
+        release.set()
+    assert most == 2
