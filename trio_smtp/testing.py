@@ -170,6 +170,27 @@ class ThreadedServerFactory:
 if "pytest" in sys.modules:
     import pytest
 
+    _TRIO_FIXTURES = frozenset({"smtp_server", "smtp_server_factory"})
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_fixture_setup(fixturedef: Any, request: Any) -> None:
+        """Say what a Trio fixture needs, instead of pytest's "async fixture, no plugin"."""
+        if fixturedef.argname not in _TRIO_FIXTURES:
+            return
+        if not request.config.pluginmanager.hasplugin("trio"):
+            pytest.fail(
+                f"{fixturedef.argname} is a Trio fixture and needs pytest-trio: "
+                'pip install "trio_smtp[testing]" (or use threaded_smtp_server)',
+                pytrace=False,
+            )
+        if request.node.get_closest_marker("trio") is None:
+            pytest.fail(
+                f"{fixturedef.argname} runs in the test's Trio event loop: make the test "
+                "`async def` and mark it @pytest.mark.trio, or set trio_mode = true under "
+                "[tool.pytest.ini_options] (synchronous tests: threaded_smtp_server)",
+                pytrace=False,
+            )
+
     @pytest.fixture
     async def smtp_server() -> AsyncIterator[SMTPTestServer]:
         """A server on a free port in the Trio test's own event loop, collecting messages."""

@@ -6,6 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+# Installed (nox, CI), the plugin comes by entry point, and naming it again with -p is an
+# error; from a source tree (PYTHONPATH) it has none and is loaded by name.
+INSTALLED = any(ep.name == "trio_smtp" for ep in entry_points(group="pytest11"))
+PLUGIN = [] if INSTALLED else ["-p", "trio_smtp.testing"]
 
 HEAVY = ("trio", "trio_smtp._server", "trio_smtp._connection_task", "trio_smtp._testing")
 
@@ -42,7 +49,7 @@ def test_a_pytest_run_that_uses_no_fixture_imports_no_server(tmp_path: object) -
                 print("LOADED", loaded)
 
         code = pytest.main(
-            ["-q", "-p", "no:trio", "-p", "no:cacheprovider", "-p", "trio_smtp.testing",
+            ["-q", "-p", "no:trio", "-p", "no:cacheprovider", *{PLUGIN!r},
              "--collect-only", "--rootdir", {str(tmp_path)!r}, {str(tmp_path)!r}],
             plugins=[Check()],
         )
@@ -64,3 +71,69 @@ def test_the_helpers_are_there_when_asked_for() -> None:
         """
     )
     assert result.returncode == 0, result.stderr
+
+
+def _pytest_in(tmp_path: Path, test: str, *args: str) -> str:
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_user.py").write_text(textwrap.dedent(test))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *args,
+            *PLUGIN,
+            "-c",
+            str(tmp_path / "pytest.ini"),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    return result.stdout + result.stderr
+
+
+def test_a_trio_fixture_in_an_unmarked_test_says_what_to_do(tmp_path: Path) -> None:
+    out = _pytest_in(
+        tmp_path,
+        """
+        async def test_unmarked(smtp_server):
+            pass
+
+        def test_sync(smtp_server_factory):
+            pass
+        """,
+    )
+    assert out.count("mark it @pytest.mark.trio, or set trio_mode = true") == 2, out
+
+
+def test_a_trio_fixture_without_pytest_trio_says_what_to_install(tmp_path: Path) -> None:
+    out = _pytest_in(
+        tmp_path,
+        """
+        def test_sync(smtp_server):
+            pass
+        """,
+        "-p",
+        "no:trio",
+    )
+    assert 'needs pytest-trio: pip install "trio_smtp[testing]"' in out, out
+
+
+def test_a_marked_trio_test_gets_the_fixture(tmp_path: Path) -> None:
+    out = _pytest_in(
+        tmp_path,
+        """
+        import pytest
+
+        @pytest.mark.trio
+        async def test_marked(smtp_server):
+            assert smtp_server.port > 0
+        """,
+    )
+    assert "1 passed" in out, out
