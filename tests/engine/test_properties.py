@@ -344,3 +344,27 @@ def test_bdat_text_is_normalized_the_same_however_it_is_chunked_and_read(
     driver.feed_chunks(split(wire, cuts))
     expected = re.sub(rb"\r\n|\r|\n", b"\r\n", b"".join(chunks))
     assert message_contents(driver) == [expected]
+
+
+@SETTINGS
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=30),
+    limit=st.integers(min_value=3, max_value=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=1300), max_size=10),
+    final_break=st.booleans(),
+)
+def test_bdat_line_limit_agrees_with_a_plain_count_however_chunked(
+    lengths: list[int], limit: int, cuts: list[int], final_break: bool
+) -> None:
+    # RFC 5321 §4.5.3.1.6 for BDAT text: refused exactly when some line (without its
+    # CRLF) is longer than limit - 2, wherever the chunks and reads cut the lines.
+    body = b"\r\n".join(b"x" * n for n in lengths) + (b"\r\n" if final_break else b"")
+    config = EngineConfig(max_data_line=limit)
+    pieces = split(body, cuts)
+    wire = b"EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\n"
+    wire += b"".join(b"BDAT %d\r\n" % len(p) + p for p in pieces) + b"BDAT 0 LAST\r\n"
+    driver = Driver(config)
+    driver.feed_chunks(split(wire, cuts[::-1]))
+    too_long = max(lengths) > limit - 2
+    assert (b"500 5.5.6 line too long" in driver.output) == too_long
+    assert (message_contents(driver) == [body]) == (not too_long)

@@ -64,6 +64,7 @@ from trio_smtp.engine import (
     Rset,
     State,
     TLSUpgrade,
+    Xclient,
 )
 
 #: RFC 5321 §4.2: Reply-line = *( code "-" [text] CRLF ) code [ SP text ] CRLF.
@@ -133,6 +134,12 @@ COMMANDS: Final = [
     b"QUIT",
     b"QUIT now",
     b"GET / HTTP/1.1",
+    b"XCLIENT ADDR=192.0.2.1 NAME=client.example LOGIN=ann",
+    b"XCLIENT NAME=[TEMPUNAVAIL] HELO=[UNAVAILABLE]",
+    b"XCLIENT FOO=bar",
+    b"BDAT 0005 LAST",
+    b"BDAT 5  LAST",
+    "ma\u0131l FROM:<ann@example.org>".encode(),
 ]
 ENDINGS: Final = [b"\r\n"] * 6 + [b"\n", b"\r", b"", b"\r\r\n", b"\x00\r\n"]
 
@@ -224,7 +231,8 @@ class EngineSession(RuleBasedStateMachine):
     @initialize(config=st.sampled_from(CONFIGS), seed=st.integers(0, 2**32 - 1), cuts=CUTS)
     def start(self, config: EngineConfig, seed: int, cuts: list[int]) -> None:
         self.config = config
-        self.engine = Engine(config)
+        # Odd seeds: a client trusted to send XCLIENT.
+        self.engine = Engine(config, allow_xclient=bool(seed & 1))
         self.rnd = random.Random(seed)
         if config.proxy_protocol:
             header = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 25\r\n"
@@ -335,7 +343,7 @@ class EngineSession(RuleBasedStateMachine):
             self.recipients = 0
         elif isinstance(event, RcptTo) and positive:
             self.recipients += 1
-        elif isinstance(event, Helo | Rset) and (positive or isinstance(event, Rset)):
+        elif isinstance(event, Helo | Rset | Xclient) and (positive or isinstance(event, Rset)):
             self.in_transaction = False
             self.recipients = 0
         elif isinstance(event, Bdat) and not positive:

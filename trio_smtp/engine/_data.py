@@ -264,23 +264,25 @@ class BdatText:
             self._cr = True
         if not data:
             return b""
+        # One splitlines() gives both facts: the region is clean when its line breaks
+        # take two octets each (CRLF), and the longest line (DataReader does the same).
         ends_with_break = data.endswith((b"\n", b"\r"))
-        lines = data.splitlines()
-        breaks = len(lines) - (0 if ends_with_break else 1)
-        clean = len(data) - sum(map(len, lines)) == 2 * breaks
+        lengths = list(map(len, data.splitlines()))
+        breaks = len(lengths) - (0 if ends_with_break else 1)
+        clean = len(data) - sum(lengths) == 2 * breaks
         if not clean and self._policy is BareLineEndings.REJECT:
             self.error = BARE_LINE_ENDING
             return b""
-        if self._max_line is not None and lines:
+        if self._max_line is not None and lengths:
             budget = self._max_line - 2
-            first = self._line_len + len(lines[0])
-            if max(first, max(map(len, lines[1:]), default=0)) > budget:
+            first = self._line_len + lengths[0]
+            if first > budget or max(lengths) > budget:
                 self.error = LINE_TOO_LONG
                 return b""
             if ends_with_break:
                 self._line_len = 0
             else:
-                self._line_len = first if len(lines) == 1 else len(lines[-1])
+                self._line_len = first if len(lengths) == 1 else lengths[-1]
         if not clean:
             data = _BARE_RE.sub(b"\r\n", data)
         return data
