@@ -602,7 +602,10 @@ class ConnectionTask:
     async def _command(self, event: Command) -> bool:
         self._command_deadline = None
         engine = self.engine
-        if not self._refused_for_shutdown():
+        if self._shutdown and not engine.in_transaction:
+            engine.respond(SHUTTING_DOWN)  # RFC 5321 §3.8
+            self._end = "server shutdown"
+        else:
             if type(event) is MailFrom:
                 self._messages += 1
                 mail_id = f"{self.session.id}.{self._messages}"
@@ -619,16 +622,15 @@ class ConnectionTask:
             if reply is not None and reply.code == 421 and engine.state is State.CLOSED:
                 self._end = "closed by hook"
         # The engine decided what the reply means; the transaction follows it.
-        txn = self.txn
-        if txn is not None:
-            if not engine.in_transaction:
-                self.txn = None
-            elif type(event) is RcptTo and engine.session.recipients > len(txn.mail.recipients):
-                txn.add_recipient(event)
         if not engine.in_transaction:
+            self.txn = None
             # A BDAT transfer ended by RSET, EHLO or a refused chunk: its deadline
             # must not carry over to the next message.
             self._data_deadline = None
+        elif type(event) is RcptTo:
+            txn = self.txn
+            if txn is not None and engine.session.recipients > len(txn.mail.recipients):
+                txn.add_recipient(event)
         return True
 
     def _relay_refusal(self, event: Command) -> Reply | None:

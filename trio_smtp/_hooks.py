@@ -83,6 +83,14 @@ FAILED: Final = _Failed()
 
 def is_async(hook: Hook) -> bool:
     """Whether calling ``hook`` gives a coroutine (runs on the loop, not in a thread)."""
+    try:
+        return _is_async(hook)
+    except TypeError:  # an unhashable callable
+        return _is_async.__wrapped__(hook)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async(hook: Hook) -> bool:
     if inspect.iscoroutinefunction(hook):
         return True
     call = getattr(hook, "__call__", None)  # noqa: B004 -- instances with async __call__
@@ -135,14 +143,13 @@ class HookRunner:
 
     async def _invoke(self, hook: Hook, args: tuple[Any, ...]) -> Any:
         if is_async(hook):
-            result = hook(*args)
-        else:
-            # Boxed: trio refuses a thread function that returns a coroutine.
-            (result,) = await trio.to_thread.run_sync(
-                functools.partial(_boxed, hook, args),
-                limiter=self._threads,
-                abandon_on_cancel=True,
-            )
+            return await hook(*args)
+        # Boxed: trio refuses a thread function that returns a coroutine.
+        (result,) = await trio.to_thread.run_sync(
+            functools.partial(_boxed, hook, args),
+            limiter=self._threads,
+            abandon_on_cancel=True,
+        )
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -304,6 +311,8 @@ class HookRunner:
         """Hand a complete message to the ``done`` hook (or the sink): its replies."""
         deliver = self.hooks.get("done") or sink.deliver
         result = await self.call("done", deliver, mail, mail=mail)
+        if result is None and not lmtp:
+            return [Reply(250, f"2.0.0 OK queued as {mail.id}")]
         return await self.message_replies(result, mail, lmtp=lmtp)
 
     async def message_replies(self, result: Any, mail: Any, *, lmtp: bool) -> list[Reply]:

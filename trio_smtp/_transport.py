@@ -73,7 +73,7 @@ class SocketTransport(trio.abc.HalfCloseableStream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if max_bytes is None:
             max_bytes = DEFAULT_RECEIVE_SIZE
-        if max_bytes < 1:
+        elif max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
         sock = self.sock
         await trio.lowlevel.checkpoint_if_cancelled()
