@@ -35,7 +35,7 @@ from ._early_talkers import TALKED_FIRST
 from ._hooks import HookReturnError, HookRunner, HookTimeout
 from ._limits import AddressLimiter
 from ._names import hostport, loggable, new_session_id
-from ._proxy_reader import apply_proxy_header, read_proxy_header
+from ._proxy_reader import accept_proxy_header
 from ._relay_policy import RELAY_DENIED
 from ._replies import (
     CONNECT_FAILED,
@@ -547,29 +547,13 @@ class ConnectionTask:
         return True
 
     async def _read_proxy_header(self) -> bool:
-        peer_ip = self.session.peer[0]
-        engine = self.engine
-        if not self.settings.proxy_trusted(peer_ip):
-            self.logger.warn(
-                f"Connection {self.session.id}: {peer_ip} is not allowed to send a PROXY header"
-            )
-            self._end = "untrusted proxy"
-            engine.close()
-            return False
-        with trio.move_on_after(self.config.proxy_timeout):
-            header = await read_proxy_header(engine, self.stream)
-            if header is not None:
-                apply_proxy_header(self.session, header)
-                self.logger.debug(
-                    f"PROXY v{header.version}: id={self.session.id} client "
-                    f"{hostport(self.session.peer)} via {peer_ip}"
-                )
-                return True
-        if engine.session.close_reason == "proxy-error":
-            self.logger.warn(f"Bad PROXY header: id={self.session.id}")
-        self._end = "no valid PROXY header"
-        engine.close()
-        return False
+        failure = await accept_proxy_header(
+            self.engine, self.stream, self.session, self.settings, self.logger
+        )
+        if failure is not None:
+            self._end = failure
+            self.engine.close()
+        return failure is None
 
     # ------------------------------------------------------------------ commands
 

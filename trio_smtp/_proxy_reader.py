@@ -8,10 +8,17 @@ module only feeds it until it has the header, and turns that into a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import trio
 
+from ._names import hostport
 from ._session import ProxyInfo, Session
 from .engine import NEED_DATA, Engine, ProxyHeader
+
+if TYPE_CHECKING:
+    from ._logger import LoggerLike
+    from ._settings import ConnectionSettings
 
 #: Bytes asked of the stream per read while waiting for the header.
 READ_SIZE = 16384
@@ -42,3 +49,34 @@ def apply_proxy_header(session: Session, header: ProxyHeader) -> None:
         destination=header.destination,
         tlvs=header.tlvs,
     )
+
+
+async def accept_proxy_header(
+    engine: Engine,
+    stream: trio.abc.ReceiveStream,
+    session: Session,
+    settings: ConnectionSettings,
+    logger: LoggerLike,
+) -> str | None:
+    """Read the header of a connection from a trusted proxy, within ``proxy_timeout``.
+
+    Returns:
+        ``None`` once the session knows the real client; else why the connection
+        must close (``"untrusted proxy"``, ``"no valid PROXY header"``).
+    """
+    peer_ip = session.peer[0]
+    if not settings.proxy_trusted(peer_ip):
+        logger.warn(f"Connection {session.id}: {peer_ip} is not allowed to send a PROXY header")
+        return "untrusted proxy"
+    with trio.move_on_after(settings.config.proxy_timeout):
+        header = await read_proxy_header(engine, stream)
+        if header is not None:
+            apply_proxy_header(session, header)
+            logger.debug(
+                f"PROXY v{header.version}: id={session.id} client "
+                f"{hostport(session.peer)} via {peer_ip}"
+            )
+            return None
+    if engine.session.close_reason == "proxy-error":
+        logger.warn(f"Bad PROXY header: id={session.id}")
+    return "no valid PROXY header"
