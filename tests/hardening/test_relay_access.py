@@ -207,3 +207,22 @@ def test_policy_rules() -> None:
         RelayPolicy.build(relay_domains=["a b"])
     with pytest.raises(ValueError, match="relay_from: 'nope'"):
         RelayPolicy.build(relay_from=["nope"])
+
+
+async def test_relayed_message_starting_with_whitespace_keeps_out_of_our_trace() -> None:
+    """The relay sink's Received header is not continued by the message's first line."""
+    async with relay_pair({"relay_from": ["127.0.0.0/8"]}) as (front, stored):
+
+        def send(client: smtplib.SMTP) -> Any:
+            return client.sendmail(
+                "ann@client.test",
+                ["bob@elsewhere.example"],
+                b"\tby trusted.example with ESMTPS\r\nSubject: hi\r\n\r\nbody\r\n",
+            )
+
+        assert await smtp(front.port, send) == {}
+    (message,) = stored.messages
+    header, _, rest = message.content.partition(b"\r\n\r\n")
+    assert header.startswith(b"Received: from ")
+    assert b"trusted.example" not in header
+    assert rest.startswith(b"\tby trusted.example with ESMTPS\r\n")
