@@ -47,6 +47,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="accepted for symmetry with trio_server.py; aiosmtpd has no such limit",
     )
+    parser.add_argument(
+        "--maildir", help="store messages in this Maildir (aiosmtpd.handlers.Mailbox)"
+    )
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
@@ -63,7 +66,11 @@ def _tls_context(cert: str, key: str) -> ssl.SSLContext:
 
 async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    handler = DiscardHandler()
+    handler: Any = DiscardHandler()
+    if args.maildir:
+        from aiosmtpd.handlers import Mailbox
+
+        handler = Mailbox(args.maildir)
     tls_context = _tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
 
     def factory() -> SMTP:

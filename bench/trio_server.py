@@ -74,7 +74,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_MAX_CONNECTIONS,
         help="global and per-IP connection limit",
     )
+    parser.add_argument(
+        "--sink",
+        choices=("discard", "print", "memory", "maildir"),
+        default="discard",
+        help="discard: a done hook that drops the message (default); print: no hook, the "
+        "default print sink; memory: MemorySink (keeps every message); maildir: --maildir",
+    )
+    parser.add_argument("--maildir", help="the Maildir for --sink maildir")
     args = parser.parse_args(argv)
+    if (args.sink == "maildir") != bool(args.maildir):
+        parser.error("--sink maildir and --maildir DIR go together")
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     return args
@@ -96,10 +106,15 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = Server(
-        {"events": {"done": discard}, "config": _config(args)},
-        {"logger": QuietLogger()},
-    )
+    from trio_smtp.sinks import MaildirSink, MemorySink
+
+    events: dict[str, Any] = {"done": discard} if args.sink == "discard" else {}
+    deps: dict[str, Any] = {"logger": QuietLogger()}
+    if args.sink == "memory":
+        deps["sink"] = MemorySink()
+    elif args.sink == "maildir":
+        deps["sink"] = MaildirSink(args.maildir)
+    server = Server({"events": events, "config": _config(args)}, deps)
     async with trio.open_nursery() as nursery:
         addresses = await nursery.start(server.serve)
         print(f"READY {addresses[0][1]}", flush=True)

@@ -256,7 +256,7 @@ class Body:
         """
         n = len(data)
         self.size += n
-        if self._error is not None or not n:
+        if self._error is not None or self._discarded or not n:
             return
         budget = self._spool.budget
         if self._file is None and not self._no_spool:
@@ -333,7 +333,8 @@ class Body:
 
     async def _write_out(self, data: bytes) -> None:
         assert self._file is not None
-        pending = b"".join([*self._chunks, data])
+        # Written as they are (writev): a joined copy would double what waits for a thread.
+        pending = [*self._chunks, data] if data else self._chunks
         try:
             await trio.to_thread.run_sync(_write_all, self._file.fileno(), pending)
         except OSError as exc:
@@ -454,10 +455,20 @@ class BodyReader:
         return chunk
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+#: At most this many buffers per writev(2) (IOV_MAX is 1024 on Linux).
+_IOV_MAX: Final = 512
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    views = [memoryview(c) for c in chunks if c]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        # Drop what was written; a buffer written in part stays, cut at the offset.
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
 
 
 def _pread_all(fd: int, n: int, offset: int = 0) -> bytes:
@@ -505,6 +516,9 @@ class _SpoolReader(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
+
+    def fileno(self) -> int:
+        return self._fd
 
     def close(self) -> None:
         if not self.closed:

@@ -151,6 +151,10 @@ async def test_without_a_spool_reading_waits_for_the_budget(tmp_path: Path) -> N
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(fill)
+        # The first append tries (in a thread) to make a spool file, and fails.
+        with trio.fail_after(10):
+            while not progress:  # noqa: ASYNC110 - a worker thread is in the way
+                await trio.sleep(0.01)
         await trio.testing.wait_all_tasks_blocked()
         assert progress == [30]
         assert spool.budget.used == 90
@@ -181,7 +185,7 @@ async def test_a_full_spool_disk_is_452_and_keeps_nothing(
     writes = 0
     real_write = _spool._write_all
 
-    def write_all(fd: int, data: bytes) -> None:
+    def write_all(fd: int, data: list[bytes]) -> None:
         nonlocal writes
         writes += 1
         if writes == 2:
@@ -206,7 +210,7 @@ async def test_a_full_spool_disk_is_452_and_keeps_nothing(
 
 
 async def test_another_spool_error_is_451(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def write_all(fd: int, data: bytes) -> None:
+    def write_all(fd: int, data: list[bytes]) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(_spool, "_write_all", write_all)

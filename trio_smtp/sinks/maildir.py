@@ -22,13 +22,15 @@ bodies intact.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import itertools
 import os
 import secrets
 import shutil
 import socket
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -52,6 +54,27 @@ def _storage_error(exc: OSError) -> Reply:
     # A short reason helps the sender's postmaster; the path would only help an attacker.
     reason = os.strerror(exc.errno).lower() if exc.errno else "storage error"
     return Reply(451, f"4.3.0 cannot store the message: {reason}")
+
+
+def _copy_rest(body: Any, out: io.BufferedWriter, size: int) -> None:
+    """Copy what is left of ``body`` to ``out``, and flush it.
+
+    A spooled body goes file to file in the kernel (``sendfile``), with no buffer in this
+    process; a body in memory is written from its bytes.
+    """
+    try:
+        src = body.fileno()
+    except (OSError, AttributeError, io.UnsupportedOperation):  # in memory, or filtered
+        shutil.copyfileobj(body, out, READ_SIZE)
+        out.flush()
+        return
+    out.flush()
+    offset = body.tell()
+    while offset < size:
+        sent = os.sendfile(out.fileno(), src, offset, size - offset)
+        if not sent:
+            raise OSError(errno.EIO, "spool file is shorter than the message")
+        offset += sent
 
 
 def _fsync_directory(path: str) -> None:
@@ -126,8 +149,7 @@ class MaildirSink:
             with open(fd, "wb", closefd=True) as f, delivery_file(mail) as body:
                 first = body.read(READ_SIZE)
                 f.write(headers + end_of_trace(first) + first)
-                shutil.copyfileobj(body, f, READ_SIZE)
-                f.flush()
+                _copy_rest(body, f, mail.content_size)
                 os.fsync(f.fileno())
             os.rename(written, os.path.join(new_dir, name))
             written = os.path.join(new_dir, name)
