@@ -67,33 +67,13 @@ class Server:
         self.config: ServerConfig = self.schema.config
         self.hooks = self.schema.events
         self.data_factory = self.schema.data
-        if dependencies is not None and not isinstance(dependencies, Mapping):
-            raise TypeError(f"dependencies must be a mapping, not {dependencies!r}")
-        self.deps: Mapping[str, Any] = dict(dependencies or {})
-        logger = self.deps.get("logger")
-        self.logger: LoggerLike = (
-            Logger(level=self.config.log_level) if logger is None else as_logger(logger)
-        )
+        self.deps: Mapping[str, Any] = _dependencies(dependencies)
+        self.logger: LoggerLike = _logger(self.deps, self.config)
         sink = self.deps.get("sink")
-        if sink is not None and not callable(getattr(sink, "deliver", None)):
-            raise TypeError(f"sink {sink!r} has no deliver(mail) method")
         self.sink = sink if sink is not None else PrintSink(logger=self.logger)
-        authenticator = self.deps.get("authenticator")
-        if authenticator is not None and not callable(authenticator):
-            raise TypeError(f"authenticator must be callable, not {authenticator!r}")
-        if authenticator is None and self.config.auth_file is not None:
-            authenticator = load_auth_file(self.config.auth_file)
         self._settings: ConnectionSettings | None = None
-        self._authenticator: Authenticator | None = authenticator
-        self._ssl_context: ssl.SSLContext | None = None
-        if self.config.tls_cert is not None:
-            assert self.config.tls_key is not None
-            self._ssl_context = server_ssl_context(
-                self.config.tls_cert,
-                self.config.tls_key,
-                sni=self.config.tls_sni,
-                client_ca=self.config.tls_client_ca,
-            )
+        self._authenticator: Authenticator | None = _authenticator(self.deps, self.config)
+        self._ssl_context: ssl.SSLContext | None = _ssl_context(self.config)
         self.hostname = self.config.hostname or "localhost"
         self.verifier = _verifier(self.config)
         self.engine_config = self._engine_config(self.hostname)
@@ -429,4 +409,39 @@ def _verifier(config: ServerConfig) -> Verifier | None:
         dns_servers=config.dns_servers,
         dmarc_enforce=config.dmarc_enforce,
         dns_budget=config.dns_budget,
+    )
+
+
+def _dependencies(dependencies: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``dependencies`` mapping, its ``sink`` and ``authenticator`` checked."""
+    if dependencies is not None and not isinstance(dependencies, Mapping):
+        raise TypeError(f"dependencies must be a mapping, not {dependencies!r}")
+    deps = dict(dependencies or {})
+    sink = deps.get("sink")
+    if sink is not None and not callable(getattr(sink, "deliver", None)):
+        raise TypeError(f"sink {sink!r} has no deliver(mail) method")
+    authenticator = deps.get("authenticator")
+    if authenticator is not None and not callable(authenticator):
+        raise TypeError(f"authenticator must be callable, not {authenticator!r}")
+    return deps
+
+
+def _logger(deps: Mapping[str, Any], config: ServerConfig) -> LoggerLike:
+    logger = deps.get("logger")
+    return Logger(level=config.log_level) if logger is None else as_logger(logger)
+
+
+def _authenticator(deps: Mapping[str, Any], config: ServerConfig) -> Authenticator | None:
+    authenticator: Authenticator | None = deps.get("authenticator")
+    if authenticator is None and config.auth_file is not None:
+        authenticator = load_auth_file(config.auth_file)
+    return authenticator
+
+
+def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None:
+        return None
+    assert config.tls_key is not None
+    return server_ssl_context(
+        config.tls_cert, config.tls_key, sni=config.tls_sni, client_ca=config.tls_client_ca
     )
