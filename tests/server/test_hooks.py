@@ -731,3 +731,30 @@ async def test_a_module_level_reply_raised_by_a_hook_keeps_no_mail_alive(kind: s
     gc.collect()
     assert len(seen) == 3
     assert [ref() for ref in seen] == [None, None, None]
+
+
+async def test_a_hook_reply_longer_than_a_wire_line_is_split_into_512_octet_lines() -> None:
+    # RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets, code and CRLF included.
+    long_text = " ".join(f"word{i}" for i in range(20_000))  # about 150 KB
+
+    async def rcpt(ctx: Any) -> None:
+        raise Reply(550, "5.7.1 " + long_text)
+
+    async with running_server({"RCPT": rcpt}) as live:
+        client = await live.connect()
+        await client.reply()
+        await client.expect(EHLO, 250)
+        await client.expect(MAIL, 250)
+        await client.send(RCPT + "\r\n")
+        lines = []
+        while True:
+            line = await client.line()
+            lines.append(line)
+            if line[3:4] == b" ":
+                break
+        assert len(lines) > 100
+        assert max(len(line) + 2 for line in lines) <= 512
+        assert all(line.startswith((b"550-5.7.1 ", b"550 5.7.1 ")) for line in lines)
+        words = b" ".join(line[10:] for line in lines).split()
+        assert words == long_text.encode().split()
+        await client.expect("NOOP", 250)  # the session goes on
