@@ -50,7 +50,13 @@ from ._session import Session
 from ._settings import ConnectionSettings
 from ._tls import tls_info
 from ._transaction import Transaction
-from ._transport import HandshakeFailed, SocketTransport, send_nowait, start_tls
+from ._transport import (
+    HandshakeFailed,
+    SocketTransport,
+    receive_nowait,
+    send_nowait,
+    start_tls,
+)
 from .engine import (
     NEED_DATA,
     AuthCredentials,
@@ -84,6 +90,9 @@ _REASONS: Final = {
     "auth-failures": "too many authentication failures",
     "proxy-error": "no valid PROXY header",
 }
+#: Reads in a row that may skip the checkpoint when the client's bytes are already
+#: there (see _receive): bounds how long one busy client holds the event loop.
+MAX_READS_WITHOUT_CHECKPOINT: Final = 4
 #: Seconds of slack between a lifted I/O deadline and the timeouts of what runs under it.
 _DEADLINE_MARGIN: Final = 1.0
 _STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -150,6 +159,7 @@ class ConnectionTask:
         self._lifted = False
         #: A deadline fired during a receive (maybe early: see _loop).
         self._read_cancelled = False
+        self._reads_without_checkpoint = 0
         self._reading = False
         #: True while a send_all is in progress, and still True if it was cancelled.
         self._sending = False
@@ -467,7 +477,16 @@ class ConnectionTask:
         size = BODY_READ_SIZE if engine.reading_body else COMMAND_READ_SIZE
         self._reading = True
         try:
-            data = await self.stream.receive_some(size)
+            data: bytes | bytearray | None = None
+            if self._reads_without_checkpoint < MAX_READS_WITHOUT_CHECKPOINT:
+                # The client's next bytes are often already here: take them without a
+                # trip through the scheduler, a few times in a row at most.
+                data = receive_nowait(self.stream, size)
+            if data is not None:
+                self._reads_without_checkpoint += 1
+            else:
+                self._reads_without_checkpoint = 0
+                data = await self.stream.receive_some(size)
         except trio.Cancelled:
             self._read_cancelled = True
             raise

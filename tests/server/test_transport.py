@@ -75,3 +75,15 @@ async def test_receive_send_and_eof() -> None:
             assert await transport.receive_some() == b""
         with pytest.raises(trio.ClosedResourceError):
             await transport.send_all(b"late")
+
+
+async def test_receive_nowait_takes_what_is_there_and_never_waits() -> None:
+    transport, peer = _pair()
+    async with transport:
+        assert transport.receive_nowait(1024) is None  # nothing yet: no wait, no data
+        peer.sendall(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n")
+        assert transport.receive_nowait(22) == b"MAIL FROM:<a@x.test>\r\n"
+        assert transport.receive_nowait(1024) == b"RCPT TO:<b@y.test>\r\n"
+        assert transport.receive_nowait(1024) is None
+        peer.close()
+        assert transport.receive_nowait(1024) == b""  # end of file
