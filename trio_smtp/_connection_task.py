@@ -478,15 +478,22 @@ class ConnectionTask:
         self._reading = True
         try:
             data: bytes | bytearray | None = None
+            stream = self.stream
             if self._reads_without_checkpoint < MAX_READS_WITHOUT_CHECKPOINT:
                 # The client's next bytes are often already here: take them without a
                 # trip through the scheduler, a few times in a row at most.
-                data = receive_nowait(self.stream, size)
+                data = receive_nowait(stream, size)
             if data is not None:
                 self._reads_without_checkpoint += 1
             else:
+                if self._reads_without_checkpoint < MAX_READS_WITHOUT_CHECKPOINT and (
+                    type(stream) is SocketTransport
+                ):
+                    # Nothing there just now: wait (a checkpoint) without trying again.
+                    data = await stream.receive_when_readable(size)
+                else:
+                    data = await stream.receive_some(size)
                 self._reads_without_checkpoint = 0
-                data = await self.stream.receive_some(size)
         except trio.Cancelled:
             self._read_cancelled = True
             raise

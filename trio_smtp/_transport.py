@@ -89,6 +89,12 @@ class SocketTransport(trio.abc.HalfCloseableStream):
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
+        return await self.receive_when_readable(max_bytes)
+
+    async def receive_when_readable(self, max_bytes: int) -> bytes:
+        """Wait until the socket is readable, then receive: :meth:`receive_some` after
+        its first ``recv()`` found nothing (as :meth:`receive_nowait` just did)."""
+        sock = self.sock
         while True:
             await trio.lowlevel.wait_readable(sock)
             try:
