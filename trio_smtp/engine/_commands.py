@@ -78,6 +78,16 @@ MAX_BDAT_DIGITS: Final = 30
 # Exactly "BDAT" SP chunk-size [ SP end-marker ], ASCII only: nothing else is trusted.
 _BDAT_ARGUMENT: Final = re.compile(rf"([0-9]{{1,{MAX_BDAT_DIGITS}}})(?: ([Ll][Aa][Ss][Tt]))?\Z")
 _NO_PARAMS: Final = MailParams()
+_ATOM: Final = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
+_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+#: The usual path: "<local@domain>", a dot-atom local part of 1 to 64 octets and a domain
+#: name, nothing after it (RFC 5321 §4.1.2). parse_path gives the same mailbox for it and
+#: finds no parameters, and within _SIMPLE_PATH_MAX it breaks no length rule (§4.5.3.1):
+#: the fast path of MAIL and RCPT skips the general parser for it.
+_SIMPLE_PATH: Final = re.compile(
+    rf"<(?=[^@]{{1,64}}@)({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>"
+)
+_SIMPLE_PATH_MAX: Final = 200
 #: Verbs that need TLS first under ``require_tls`` (RFC 3207 §4).
 _NEED_TLS_VERBS: Final = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "AUTH"})
 
@@ -197,6 +207,14 @@ def _helo(config: EngineConfig, session: SessionView, verb: str, argument: str) 
     )
 
 
+def _simple_path(argument: str, start: int) -> str | None:
+    """The mailbox when ``argument[start:]`` is exactly a :data:`_SIMPLE_PATH`, else None."""
+    if len(argument) > _SIMPLE_PATH_MAX:
+        return None
+    m = _SIMPLE_PATH.fullmatch(argument, start)
+    return None if m is None else m.group(1)
+
+
 def _mail(config: EngineConfig, session: SessionView, verb: str, argument: str) -> Outcome:
     gate(config, session, verb)
     if config.auth_required and session.authenticated_as is None:
@@ -205,6 +223,21 @@ def _mail(config: EngineConfig, session: SessionView, verb: str, argument: str) 
     # "TO:" (only U+00DF, U+0131, U+017F and the ff/fi/fl/st ligatures map to ASCII).
     if argument[:5].upper() != "FROM:":
         raise _refuse(501, "5.5.4 syntax: MAIL FROM:<address>")
+    simple = _simple_path(argument, 5)
+    if simple is not None:
+        return MailFrom(
+            verb=verb,
+            argument=argument,
+            address=simple,
+            params={},
+            size=None,
+            body=_NO_PARAMS.body,
+            smtputf8=False,
+            ret=None,
+            envid=None,
+            auth=None,
+            default_reply=SENDER_OK,
+        )
     address, rest = parse_path(
         argument[5:],
         utf8=config.smtputf8,
@@ -236,6 +269,19 @@ def _rcpt(config: EngineConfig, session: SessionView, verb: str, argument: str) 
     gate(config, session, verb)
     if argument[:3].upper() != "TO:":
         raise _refuse(501, "5.5.4 syntax: RCPT TO:<address>")
+    simple = _simple_path(argument, 3)
+    if simple is not None:
+        if session.recipients >= config.max_recipients:
+            raise RemoteProtocolError(TOO_MANY_RCPTS)
+        return RcptTo(
+            verb=verb,
+            argument=argument,
+            address=simple,
+            params={},
+            notify=None,
+            orcpt=None,
+            default_reply=RECIPIENT_OK,
+        )
     utf8 = session.smtputf8
     address, rest = parse_path(
         argument[3:],
