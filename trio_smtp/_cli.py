@@ -20,7 +20,11 @@ from ._config import (
     DEFAULT_PORT,
     DEFAULT_SHUTDOWN_GRACE,
 )
-from ._logger import FORMATS, LEVELS
+from ._logger import FORMATS, LEVELS, announce
+from ._metrics import MISSING as METRICS_MISSING
+from ._metrics import Metrics, MetricsServer
+from ._metrics import available as metrics_available
+from ._names import hostport
 from ._relay_policy import parse_networks, parse_relay_domains
 from .engine._config import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS
 
@@ -78,6 +82,16 @@ def _seconds(text: str, *, positive: bool = False) -> float:
 
 def _positive_seconds(text: str) -> float:
     return _seconds(text, positive=True)
+
+
+def _mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"expected an octal mode such as 660, not {text!r}")
+    return value
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -311,7 +325,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refuse DMARC p=reject failures with 550 5.7.1; flag p=quarantine ones",
     )
+    net.add_argument(
+        "--unix",
+        action="append",
+        metavar="PATH",
+        help="also listen on Unix socket PATH, repeatable (Postfix's lmtp:unix:PATH)",
+    )
+    net.add_argument(
+        "--unix-mode",
+        type=_mode,
+        metavar="MODE",
+        help="permissions of the --unix sockets, in octal, e.g. 660 (default: the umask's)",
+    )
     ops = p.add_argument_group("logging and operations")
+    ops.add_argument(
+        "--metrics",
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prometheus-client)",
+    )
     ops.add_argument(
         "--log-level",
         choices=LEVELS,
@@ -343,6 +375,12 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--tls-port needs --tls-cert and --tls-key")
     if args.require_tls and args.tls_cert is None:
         raise ValueError("--require-tls needs --tls-cert and --tls-key")
+    if args.unix_mode is not None and not args.unix:
+        raise ValueError("--unix-mode needs --unix")
+    if args.unix and args.workers > 1:
+        raise ValueError("--unix cannot be shared by --workers: run one process for it")
+    if args.metrics is not None and not metrics_available():
+        raise ValueError(METRICS_MISSING)
     if args.proxy_from and not args.proxy_protocol:
         raise ValueError("--proxy-from needs --proxy-protocol")
     if args.auth_required and args.auth_file is None:
@@ -380,6 +418,12 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "proxy_protocol": args.proxy_protocol,
         "log_level": args.log_level,
     }
+    if args.unix:
+        config["unix"] = args.unix
+        config["unix_mode"] = args.unix_mode
+    if os.environ.get("LISTEN_PID") == str(os.getpid()) and args.worker_id is None:
+        # Started by systemd socket activation: serve on its sockets, bind nothing.
+        config["systemd_sockets"] = True
     if args.worker_id is not None:
         config["reuse_port"] = True
         config["worker"] = args.worker_id
@@ -553,13 +597,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         sink = make_sink(args, logger)
         # Built before --workers forks too: a bad certificate or auth file must exit 2
         # here, not make every worker die at start and be restarted forever.
-        server = Server({"config": config}, {"logger": logger, "sink": sink})
+        deps: dict[str, Any] = {"logger": logger, "sink": sink}
+        if args.metrics is not None:
+            deps["metrics"] = Metrics()
+        server = Server({"config": config}, deps)
     except (ValueError, TypeError, OSError) as exc:
         return _fail(str(exc))
     if args.workers > 1:
         from ._workers import run_workers
 
         return run_workers(args, config, argv)
+    metrics_server = None
+    if args.metrics is not None and args.worker_id is None:
+        # (A worker's numbers go to its supervisor, which serves the sum.)
+        try:
+            metrics_server = MetricsServer(server.metrics.registry, *args.metrics)
+        except OSError as exc:
+            return _fail(str(exc.strerror or exc))
+        where = hostport((metrics_server.host, metrics_server.port))
+        announce(logger, f"Metrics on http://{where}/metrics")
     try:
         if args.worker_id is not None:
             from ._workers import run_worker
@@ -575,4 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(leaf, KeyboardInterrupt):
             return 0
         raise
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
     return 0

@@ -181,6 +181,12 @@ class ServerConfig:
     )
     proxy_timeout: float = attrs.field(default=DEFAULT_PROXY_TIMEOUT, validator=_positive_number)
     log_level: str = "info"
+    #: Also listen on these Unix socket paths (``--unix``; a stale socket file is replaced).
+    unix: tuple[str, ...] = attrs.field(default=(), converter=_hosts)
+    #: The permission bits of the Unix sockets (``--unix-mode``), e.g. ``0o660``.
+    unix_mode: int | None = None
+    #: Serve on the sockets systemd passed (``LISTEN_FDS``) instead of binding host/port.
+    systemd_sockets: bool = False
     #: Share the port with other processes (SO_REUSEPORT); set by ``--workers``.
     reuse_port: bool = False
     #: The worker number under ``--workers``, shown in the start line with the pid.

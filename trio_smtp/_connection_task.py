@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import math
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -34,6 +35,8 @@ from ._auth_guard import AUTHZID_REFUSED, TOO_MANY_AUTH_FAILURES
 from ._early_talkers import TALKED_FIRST
 from ._hooks import HookReturnError, HookRunner, HookTimeout
 from ._limits import AddressLimiter
+from ._logger import bind
+from ._message_log import log_message
 from ._names import hostport, loggable, new_session_id
 from ._proxy_reader import accept_proxy_header
 from ._relay_policy import RELAY_DENIED
@@ -75,7 +78,6 @@ from .engine import (
     State,
     TLSUpgrade,
 )
-from .sinks import PrintSink
 
 __all__ = ["FAREWELL_TIMEOUT", "ConnectionTask", "HookReturnError", "HookTimeout"]
 
@@ -96,6 +98,8 @@ MAX_READS_WITHOUT_CHECKPOINT: Final = 4
 #: Seconds of slack between a lifted I/O deadline and the timeouts of what runs under it.
 _DEADLINE_MARGIN: Final = 1.0
 _STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+# The code of each reply's last line (RFC 5321 §4.2.1: "250-" continues, "250 " ends).
+_REPLY_CODE: Final = re.compile(rb"(?m)^([2-5]\d\d) ")
 
 
 class ConnectionTask:
@@ -143,7 +147,9 @@ class ConnectionTask:
             logger=self.logger,
             label=self.session.id,
             context=self._context,
+            metrics=settings.metrics,
         )
+        self.metrics = settings.metrics
         self.data: Any = None
         #: The mail transaction in progress, while the engine says there is one.
         self.txn: Transaction | None = None
@@ -200,10 +206,11 @@ class ConnectionTask:
     async def run(self) -> None:
         """Serve the connection until it ends; never raises except ``Cancelled``."""
         log = self.logger
-        log.info(
-            f"Connection opened: id={self.session.id} peer={hostport(self.session.peer)}"
-            + (" tls=implicit" if self.implicit_tls else "")
-        )
+        bind(session=self.session.id, peer=hostport(self.session.peer))
+        self.metrics.connection_opened()
+        if not self.config.proxy_protocol:
+            # Behind a proxy, the line waits for the PROXY header: it names the client.
+            self._log_opened()
         cancelled = False
         try:
             await self._serve()
@@ -234,8 +241,16 @@ class ConnectionTask:
                 with trio.CancelScope(shield=True):
                     await self._finish(cancelled)
 
+    def _log_opened(self, via: str | None = None) -> None:
+        self.logger.info(
+            f"Connection opened: id={self.session.id} peer={hostport(self.session.peer)}"
+            + (f" via={via}" if via else "")
+            + (" tls=implicit" if self.implicit_tls else "")
+        )
+
     def _closed(self) -> None:
         """The bookkeeping of a closed connection: the address count and log lines."""
+        self.metrics.connection_closed()
         txn = self.txn
         if txn is not None and txn.body.size:
             self.logger.info(
@@ -284,7 +299,7 @@ class ConnectionTask:
     async def _send_last_words(self) -> None:
         with trio.move_on_after(FAREWELL_TIMEOUT):
             try:
-                await self.stream.send_all(self.engine.data_to_send())
+                await self.stream.send_all(self._count_replies(self.engine.data_to_send()))
             except _STREAM_ERRORS:
                 pass
 
@@ -525,8 +540,15 @@ class ConnectionTask:
             self._end = "timeout"
         await self._send_last_words()
 
+    def _count_replies(self, data: bytes) -> bytes:
+        if self.metrics.enabled and data:
+            # The last line of each reply ("250 ..." after any "250-...").
+            for code in _REPLY_CODE.findall(data):
+                self.metrics.reply(int(code))
+        return data
+
     async def _flush(self) -> None:
-        data = self.engine.data_to_send()
+        data = self._count_replies(self.engine.data_to_send())
         if not data:
             return
         sent = send_nowait(self.stream, data)
@@ -562,9 +584,11 @@ class ConnectionTask:
             else:
                 self.logger.warn(f"TLS handshake failed: id={self.session.id} ({exc.detail})")
                 self._end = "TLS handshake failed"
+            self.metrics.tls_handshake(False)
             self.engine.close()
             return False
         self.stream = tls_stream
+        self.metrics.tls_handshake(True)
         tls = self.session.tls = tls_info(tls_stream, implicit=implicit)
         self.logger.info(
             f"TLS established: id={self.session.id} {tls.version} {tls.cipher}"
@@ -573,12 +597,17 @@ class ConnectionTask:
         return True
 
     async def _read_proxy_header(self) -> bool:
+        via = hostport(self.session.peer)
         failure = await accept_proxy_header(
             self.engine, self.stream, self.session, self.settings, self.logger
         )
         if failure is not None:
             self._end = failure
             self.engine.close()
+        else:
+            # The connection line names the client the header gave, and the proxy.
+            bind(peer=hostport(self.session.peer))
+            self._log_opened(via=via)
         return failure is None
 
     # ------------------------------------------------------------------ commands
@@ -690,6 +719,7 @@ class ConnectionTask:
                 f"Authenticated: id={self.session.id} as {event.login!r} ({event.mechanism})"
             )
         else:
+            self.metrics.auth_failure()
             self.logger.warn(
                 f"Authentication failed: id={self.session.id} login {event.login!r} "
                 f"from {self.session.peer[0]}"
@@ -752,11 +782,13 @@ class ConnectionTask:
             self._message_refused(replies[0], txn)
             return True
         self.session.messages += 1
-        # The default print sink already logs a summary line for each message.
-        quiet = "done" not in self.hooks.hooks and isinstance(self.settings.sink, PrintSink)
-        (self.logger.debug if quiet else self.logger.info)(
-            f"Message accepted: id={mail.id} from=<{mail.mail_from}> "
-            f"to={','.join(f'<{a}>' for a in accepted)} size={len(mail.content)}"
+        self.metrics.message("accepted", mail.content_size)
+        # A sink that logs each message itself (the print sink, the CLI's sinks) says it.
+        quiet = "done" not in self.hooks.hooks and getattr(
+            self.settings.sink, "logs_messages", False
+        )
+        await log_message(
+            self.logger, "debug" if quiet else "info", mail, "accepted", recipients=accepted
         )
         if self._shutdown:
             # The message is stored: its 250 must go out even if the grace period
@@ -774,6 +806,8 @@ class ConnectionTask:
         mail = txn.mail if txn is not None else None
         if txn is not None:
             txn.discard()
+        # A temporary refusal (a failing hook or sink, a full disk) is a failure on our side.
+        self.metrics.message("failed" if reply.code // 100 == 4 else "refused")
         self.logger.info(
             f"Message refused: id={mail.id if mail else self.session.id} "
             f"from=<{mail.mail_from if mail else ''}> -> {reply}"

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from ._logger import emit
+from ._metrics import Metrics
 from ._replies import (
     AUTH_INVALID,
     AUTH_SUCCEEDED,
@@ -130,6 +132,7 @@ class HookRunner:
         logger: LoggerLike,
         label: str,
         context: ContextFactory,
+        metrics: Metrics | None = None,
     ) -> None:
         self.hooks = hooks
         self.timeout = timeout
@@ -137,6 +140,7 @@ class HookRunner:
         self._threads = threads
         self._logger = logger
         self._label = label
+        self._metrics = metrics if metrics is not None else Metrics(enabled=False)
 
     def __repr__(self) -> str:
         return f"<HookRunner {self._label} {sorted(self.hooks)}>"
@@ -166,6 +170,7 @@ class HookRunner:
         limit = trio.current_time() + self.timeout
         if deadline is not None and deadline < limit:
             limit = deadline
+        started = trio.current_time()
         try:
             # A bare scope rather than fail_at: the same deadline without the two
             # generator-based context managers around it, on every message's path.
@@ -174,15 +179,29 @@ class HookRunner:
         except Reply as reply:
             return clean_reply(reply)
         except HOOK_ERRORS as exc:
-            await self.failed(exc, mail)
+            await self.failed(exc, mail, hook=name)
             return FAILED
+        finally:
+            self._metrics.hook_duration(name, trio.current_time() - started)
         # Only a scope that caught its own cancellation gets here: the deadline passed.
         await self.failed(HookTimeout(name, self.timeout), mail)
         return FAILED
 
-    async def failed(self, error: BaseException, mail: Any = None) -> None:
-        """Log a hook failure and fire the ``error`` hook (``error(error, mail)``)."""
-        self._logger.error(f"Hook failed: id={self._label} {error!r}")
+    async def failed(self, error: BaseException, mail: Any = None, *, hook: str = "") -> None:
+        """Log a hook failure and fire the ``error`` hook (``error(error, mail)``).
+
+        A hook that raised is logged with its name and the traceback (at ERROR).
+        """
+        if hook:
+            emit(
+                self._logger,
+                "error",
+                f"Hook {hook!r} failed: id={self._label} {error!r}",
+                exc=error,
+                hook=hook,
+            )
+        else:
+            self._logger.error(f"Hook failed: id={self._label} {error!r}")
         await self.fire("error", error, mail)
 
     async def fire(self, name: str, *args: Any, deadline: float | None = None) -> None:

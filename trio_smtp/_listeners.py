@@ -14,7 +14,9 @@ Trio passes on (out of file descriptors or memory); any other error is raised.
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import stat
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -55,15 +57,49 @@ class Listener:
     Attributes:
         sock: The bound, listening, non-blocking socket (the server closes it).
         implicit_tls: Whether connections start with the TLS handshake (SMTPS).
+        kind: ``"tcp"``, ``"unix"`` (a socket file we made and remove) or ``"systemd"``
+            (inherited through socket activation).
     """
 
     sock: socket.socket
     implicit_tls: bool = False
+    kind: str = "tcp"
+    #: ``(st_dev, st_ino)`` of the socket file we made, so that only it is removed.
+    file_id: tuple[int, int] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        """The bound ``(host, port)``."""
+        """The bound ``(host, port)`` (``(path, 0)`` for a Unix socket)."""
         return sockaddr(self.sock.getsockname())
+
+    @property
+    def unix_path(self) -> str | None:
+        """The socket file of a Unix listener, else ``None``."""
+        if self.sock.family != socket.AF_UNIX:
+            return None
+        name = self.sock.getsockname()
+        return name if isinstance(name, str) and name else None
+
+
+def start_line(listener: Listener) -> str:
+    """The smtpjs start line of a listener, naming what is not plain SMTP over TCP.
+
+    ``Server start on ip: 127.0.0.1 port: 1337``, ``... port: 1465 (smtps)``,
+    ``Server start on unix: /run/lmtp.sock (unix)``.
+    """
+    kinds = []
+    path = listener.unix_path
+    if listener.kind == "systemd":
+        kinds.append("systemd")
+    if path is not None:
+        kinds.append("unix")
+    if listener.implicit_tls:
+        kinds.append("smtps")
+    suffix = f" ({', '.join(kinds)})" if kinds else ""
+    if path is not None:
+        return f"Server start on unix: {path}{suffix}"
+    host, port = listener.address
+    return f"Server start on ip: {host} port: {port}{suffix}"
 
 
 def sockaddr(name: Any) -> tuple[str, int]:
@@ -74,9 +110,62 @@ def sockaddr(name: Any) -> tuple[str, int]:
 
 
 def close_all(listeners: list[Listener]) -> None:
-    """Close every listener's socket (synchronous: safe while cancelled)."""
+    """Close every listener's socket (synchronous: safe while cancelled).
+
+    The socket file of a Unix listener we made is removed (if it is still ours).
+    """
     for listener in listeners:
+        if listener.sock.fileno() == -1:
+            continue  # closed already
+        path = listener.unix_path if listener.file_id is not None else None
+        if path is not None:
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == listener.file_id:
+                    os.unlink(path)
+            except OSError:
+                pass
         listener.sock.close()
+
+
+def open_unix(path: str, *, mode: int | None = None) -> Listener:
+    """Listen on the Unix socket ``path`` (``--unix``), as Postfix's LMTP client expects.
+
+    A socket file left by a server that is gone is replaced; one that a live server
+    answers on is not (``EADDRINUSE``), nor is a file that is not a socket.
+
+    Args:
+        path: The socket file.
+        mode: Its permission bits (``0o660`` lets a group connect); the umask's otherwise.
+
+    Raises:
+        OSError: naming the path.
+    """
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(path)
+                except OSError:
+                    os.unlink(path)  # stale: nobody listens any more
+                else:
+                    raise OSError(errno.EADDRINUSE, "Address already in use")
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {path}: {exc.strerror}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        if mode is not None:
+            os.chmod(path, mode)
+        sock.setblocking(False)
+        sock.listen(BACKLOG)
+        st = os.stat(path)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {path}: {exc.strerror}") from None
+    return Listener(sock=sock, kind="unix", file_id=(st.st_dev, st.st_ino))
 
 
 async def open_tcp(

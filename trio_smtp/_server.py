@@ -20,13 +20,16 @@ from ._connection_task import ConnectionTask
 from ._early_talkers import GreetingGuard
 from ._hooks import SYNC_HOOK_THREADS
 from ._limits import AddressLimiter, PerAddressLimit
-from ._listeners import Listener, accept, close_all, open_tcp, sockaddr
-from ._logger import Logger, LoggerLike, as_logger
+from ._listeners import Listener, accept, close_all, open_tcp, open_unix, sockaddr, start_line
+from ._logger import Logger, LoggerLike, announce, as_logger
+from ._metrics import Metrics
 from ._names import hostport
 from ._relay_policy import RelayPolicy
+from ._reload import reload
 from ._replies import BUSY
 from ._schema import Schema, make_schema
 from ._settings import Authenticator, ConnectionSettings
+from ._systemd import listen_fds, notify
 from ._tls import server_ssl_context
 from ._transport import SocketTransport
 from .engine import EngineConfig
@@ -71,6 +74,11 @@ class Server:
         self.logger: LoggerLike = _logger(self.deps, self.config)
         sink = self.deps.get("sink")
         self.sink = sink if sink is not None else PrintSink(logger=self.logger)
+        metrics = self.deps.get("metrics")
+        if metrics is not None and not isinstance(metrics, Metrics):
+            raise TypeError(f"metrics must be a trio_smtp Metrics, not {metrics!r}")
+        #: The server's Prometheus counters (``dependencies["metrics"]``; off by default).
+        self.metrics: Metrics = metrics if metrics is not None else Metrics(enabled=False)
         self._settings: ConnectionSettings | None = None
         self._authenticator: Authenticator | None = _authenticator(self.deps, self.config)
         self._ssl_context: ssl.SSLContext | None = _ssl_context(self.config)
@@ -190,6 +198,7 @@ class Server:
             relay_policy=self.relay_policy,
             auth_guard=self.auth_guard,
             greeting=self._greeting,
+            metrics=self.metrics,
         )
 
     # ------------------------------------------------------------------ running
@@ -241,7 +250,19 @@ class Server:
         if cfg.tls_port is not None:
             ports.append((cfg.tls_port, True))
         out: list[Listener] = []
+        if cfg.systemd_sockets:
+            # Socket activation: systemd bound and listens; the sockets are ours now.
+            inherited = [
+                Listener(sock=sock, implicit_tls=False, kind="systemd") for sock in listen_fds()
+            ]
+            for listener in inherited:
+                listener.sock.setblocking(False)
+            if inherited:
+                ports = []
+                out += inherited
         try:
+            for path in cfg.unix:
+                out += [open_unix(path, mode=cfg.unix_mode)]
             for port, implicit in ports:
                 for host in cfg.host:
                     try:
@@ -266,13 +287,16 @@ class Server:
             async with trio.open_nursery() as acceptors:
                 for listener in listeners:
                     acceptors.start_soon(self._accept_loop, listener, connections)
-                for host, port in self.addresses:
+                for listener in listeners:
                     suffix = ""
                     if self.config.worker is not None:
                         suffix = f" pid: {os.getpid()} worker: {self.config.worker}"
-                    self.logger.log(f"Server start on ip: {host} port: {port}{suffix}")
+                    # Written whatever the log level: scripts learn the port from it.
+                    announce(self.logger, start_line(listener) + suffix)
                 task_status.started(list(self.addresses))
+                notify("READY=1")
                 await self._shutdown_event.wait()
+                notify("STOPPING=1")
                 acceptors.cancel_scope.cancel()
             close_all(listeners)
             grace = self.config.shutdown_grace
@@ -305,7 +329,8 @@ class Server:
                 sock.close()
                 continue
             stream = SocketTransport(sock)
-            peer = sockaddr(peer_name)
+            # A Unix socket's client has no address: all of them count as "unix".
+            peer = sockaddr(peer_name) if peer_name else ("unix", 0)
             if len(self._connections) >= self.config.max_connections:
                 if self._refusing >= _MAX_REFUSING:
                     # A flood: refusals get no task (nor a 421) past this many at once.
@@ -387,9 +412,13 @@ class Server:
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                with trio.open_signal_receiver(
+                    signal.SIGINT, signal.SIGTERM, signal.SIGHUP
+                ) as signals:
                     async for signum in signals:
-                        if not self._shutdown_requested:
+                        if signum == signal.SIGHUP:
+                            await reload(self)
+                        elif not self._shutdown_requested:
                             self.logger.log(f"Received {signal.Signals(signum).name}")
                             self.shutdown()
                         else:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from ._metrics import Metrics
+
 if TYPE_CHECKING:
     from ._auth_guard import AuthGuard
     from ._config import ServerConfig
@@ -49,6 +51,7 @@ class ConnectionSettings:
         relay_policy: Who may relay to whom (checked at RCPT), or ``None`` for no check.
         auth_guard: The brakes on password guessing (failure budget, delay, threads).
         greeting: The wait before the greeting and its count of early talkers.
+        metrics: The server's counters (a disabled :class:`~._metrics.Metrics` by default).
     """
 
     config: ServerConfig
@@ -66,6 +69,7 @@ class ConnectionSettings:
     relay_policy: RelayPolicy | None = None
     auth_guard: AuthGuard | None = None
     greeting: GreetingGuard | None = None
+    metrics: Metrics = attrs.field(factory=lambda: Metrics(enabled=False))
 
     def proxy_trusted(self, ip: str) -> bool:
         """Whether ``ip`` may send a PROXY header (``proxy_from``)."""

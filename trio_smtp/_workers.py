@@ -57,6 +57,7 @@ import trio
 
 from ._auth_guard import AUTH_FAILURE_WINDOW
 from ._logger import Logger
+from ._metrics import MetricsServer, WorkerMetrics
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -333,7 +334,7 @@ def run_workers(args: argparse.Namespace, config: dict[str, Any], argv: Sequence
     if not hasattr(socket, "SO_REUSEPORT"):
         sys.stderr.write("trio-smtp: error: --workers needs SO_REUSEPORT, which this OS lacks\n")
         return 2
-    logger = Logger(level=config["log_level"])
+    logger = Logger(level=config["log_level"], format=getattr(args, "log_format", "text"))
     hosts: list[str] = list(config["host"])
     reserved: list[socket.socket] = []
     try:
@@ -356,6 +357,21 @@ def run_workers(args: argparse.Namespace, config: dict[str, Any], argv: Sequence
         base += ["--tls-port", str(tls_port)]
 
     limits = SharedLimits.create(args.workers)
+    # --metrics: every worker writes its numbers into one directory, served summed here.
+    metrics = metrics_server = None
+    if getattr(args, "metrics", None) is not None:
+        metrics = WorkerMetrics()
+        try:
+            metrics_server = MetricsServer(metrics.registry(), *args.metrics)
+        except OSError as exc:
+            metrics.close()
+            sys.stderr.write(f"trio-smtp: error: {exc.strerror or exc}\n")
+            return 2
+        logger.write(
+            "log",
+            f"Metrics on http://{metrics_server.host}:{metrics_server.port}/metrics",
+            always=True,
+        )
     # The lifeline: workers hold the read end; the write end stays here, unwritten,
     # and closes only when this process ends (however it ends).
     lifeline_r, lifeline_w = os.pipe()
@@ -366,6 +382,8 @@ def run_workers(args: argparse.Namespace, config: dict[str, Any], argv: Sequence
     def spawn(worker: int) -> None:
         env = dict(os.environ)
         env[_FDS_ENV] = f"{limits.fd},{lifeline_r},{os.getpid()}"
+        if metrics is not None:
+            env.update(metrics.env())
         procs[worker] = subprocess.Popen(
             [*base, "--worker-id", str(worker)],
             env=env,
@@ -387,8 +405,15 @@ def run_workers(args: argparse.Namespace, config: dict[str, Any], argv: Sequence
             if proc.poll() is None:
                 proc.send_signal(forward)
 
+    def on_hangup(_signum: int, _frame: object) -> None:
+        logger.log("Supervisor received SIGHUP: workers reload their certificates and auth file")
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     logger.log(f"Supervisor pid: {os.getpid()} starting {args.workers} workers on port {port}")
     for worker in range(1, args.workers + 1):
         spawn(worker)
@@ -401,6 +426,8 @@ def run_workers(args: argparse.Namespace, config: dict[str, Any], argv: Sequence
                     continue
                 del procs[worker]
                 limits.clear_worker(worker)
+                if metrics is not None:
+                    metrics.worker_exited(proc.pid)
                 if signals_seen:
                     continue
                 logger.error(
@@ -419,6 +446,10 @@ def run_workers(args: argparse.Namespace, config: dict[str, Any], argv: Sequence
         os.close(lifeline_r)
         os.close(lifeline_w)
         limits.close()
+        if metrics_server is not None:
+            metrics_server.close()
+        if metrics is not None:
+            metrics.close()
     logger.log("Supervisor stopped")
     return 0
 
@@ -487,9 +518,13 @@ async def _serve_worker(server: Server, lifeline: int | None) -> None:
 
 async def _watch_signals(server: Server, scope: trio.CancelScope) -> None:
     draining = False
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR1) as signals:
+    from ._reload import reload
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP) as signals:
         async for signum in signals:
-            if signum == signal.SIGUSR1:
+            if signum == signal.SIGHUP:
+                await reload(server)
+            elif signum == signal.SIGUSR1:
                 server.logger.warn("Received SIGUSR1 from the supervisor: stopping now")
                 scope.cancel()
             elif draining:

@@ -86,7 +86,7 @@ async def test_multiple_recipients_in_order_and_the_log_names_them_all() -> None
     assert mail.rcpt_tos == rcpts
     [line] = live.logger.find("Message accepted")
     assert f"id={mail.id} from=<a@x.test> to=<one@y.test>,<two@y.test>,<three@z.test>" in line
-    assert line.endswith(f"size={len(mail.content)}")
+    assert line.endswith(f'size={len(mail.content)} subject="m"')
 
 
 async def test_a_refused_recipient_is_reported_and_left_out() -> None:

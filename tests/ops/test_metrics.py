@@ -1,0 +1,169 @@
+"""``--metrics``: Prometheus text at /metrics, read with curl after real SMTP traffic."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+from _proc import TIMEOUT, Cli, cli
+from conftest import require_tool
+
+from trio_smtp import Server
+from trio_smtp._metrics import Metrics
+from trio_smtp.sinks import MemorySink
+
+SAMPLE = re.compile(r"^(trio_smtp_\w+)(\{[^}]*\})? (\S+)$")
+
+
+def scrape(url: str) -> dict[str, float]:
+    curl = require_tool("curl")
+    result = subprocess.run(
+        [curl, "-sf", url], capture_output=True, text=True, timeout=TIMEOUT, check=True
+    )
+    out = {}
+    for line in result.stdout.splitlines():
+        m = SAMPLE.match(line)
+        if m and not m[1].endswith("_created"):
+            out[m[1] + (m[2] or "")] = float(m[3])
+    return out
+
+
+def metrics_url(server: Cli) -> str:
+    return server.wait_err(r"Metrics on (http://\S+/metrics)")[1]
+
+
+def wait_closed(url: str, total: int) -> dict[str, float]:
+    """Scrape until every one of ``total`` connections has been counted closed."""
+    for _ in range(200):
+        values = scrape(url)
+        if (
+            values.get("trio_smtp_connections_total") == total
+            and values.get("trio_smtp_connections_open") == 0
+        ):
+            return values
+        trio.run(trio.sleep, 0.05)
+    raise AssertionError(f"connections never settled: {values}")
+
+
+def swaks(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_tool("swaks"), "--server", "127.0.0.1", "--port", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def test_curl_sees_exact_counts_after_swaks_traffic(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("alice:secret\n")
+    with cli(
+        "--port", "0", "--hostname", "mx.test", "--metrics", "127.0.0.1:0",
+        "--auth-file", str(users), "--auth-insecure", "--max-message-size", "2000",
+    ) as server:  # fmt: skip
+        url = metrics_url(server)
+        port = server.port()
+        before = scrape(url)
+        assert before["trio_smtp_connections_total"] == 0
+        assert before['trio_smtp_messages_total{outcome="accepted"}'] == 0
+        for n in range(3):
+            assert swaks(port, "--to", f"r{n}@y.test").returncode == 0
+        ok = swaks(port, "--to", "a@y.test", "--auth", "PLAIN", "--auth-user", "alice",
+                   "--auth-password", "secret")  # fmt: skip
+        assert ok.returncode == 0, ok.stdout
+        bad = swaks(port, "--to", "a@y.test", "--auth", "PLAIN", "--auth-user", "alice",
+                    "--auth-password", "wrong")  # fmt: skip
+        assert bad.returncode != 0
+        big = swaks(port, "--to", "a@y.test", "--body", ("x" * 70 + "\n") * 40)
+        assert "552" in big.stdout
+        values = wait_closed(url, 6)
+        sizes = [
+            int(m) for m in re.findall(r"Message accepted: .* size=(\d+)", "\n".join(server.err))
+        ]
+        assert server.stop() == 0
+    sizes = [
+        int(m)
+        for line in server.err
+        for m in re.findall(r"INFO\] - Message accepted: \S+ \S+ \S+ size=(\d+)", line)
+    ]
+    assert len(sizes) == 4
+    assert values['trio_smtp_messages_total{outcome="accepted"}'] == 4
+    assert values['trio_smtp_messages_total{outcome="refused"}'] == 1
+    assert values['trio_smtp_messages_total{outcome="failed"}'] == 0
+    assert values["trio_smtp_message_bytes_total"] == sum(sizes)
+    assert values["trio_smtp_auth_failures_total"] == 1
+    assert values['trio_smtp_replies_total{code="220"}'] == 6
+    assert values['trio_smtp_replies_total{code="221"}'] == 6
+    assert values['trio_smtp_replies_total{code="235"}'] == 1
+    assert values['trio_smtp_replies_total{code="535"}'] == 1
+    assert values['trio_smtp_replies_total{code="552"}'] == 1
+    assert values['trio_smtp_replies_total{code="354"}'] == 5
+    assert values['trio_smtp_hook_duration_seconds_count{hook="done"}'] == 4
+
+
+def test_workers_report_the_whole_servers_numbers() -> None:
+    with cli(
+        "--port", "0", "--hostname", "mx.test", "--metrics", "127.0.0.1:0", "--workers", "2",
+        "--max-connections-per-ip", "100",
+    ) as server:  # fmt: skip
+        url = metrics_url(server)
+        port = int(server.wait_err(r"starting 2 workers on port (\d+)")[1])
+        server.wait_err(r"worker: 1")
+        server.wait_err(r"worker: 2")
+        for n in range(8):
+            with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
+                client.sendmail("a@x.test", [f"r{n}@y.test"], b"Subject: w\r\n\r\nx\r\n")
+        values = wait_closed(url, 8)
+        workers = {
+            line.split("pid: ")[1].split()[0] for line in server.err if "Connection opened" in line
+        }
+        assert server.stop() == 0
+    assert values['trio_smtp_messages_total{outcome="accepted"}'] == 8
+    assert values['trio_smtp_replies_total{code="250"}'] >= 8 * 3
+    del workers
+
+
+def test_metrics_flag_errors_exit_2() -> None:
+    import socket
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "trio_smtp", "--port", "0", "--metrics", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert f"--metrics cannot listen on 127.0.0.1:{port}" in line
+
+
+async def test_the_library_exposes_the_same_counters() -> None:
+    metrics = Metrics()
+    sink = MemorySink()
+    server = Server(
+        {"config": {"port": 0, "hostname": "mx.test"}}, {"metrics": metrics, "sink": sink}
+    )
+    async with trio.open_nursery() as nursery:
+        [(host, port)] = await nursery.start(server.serve)
+
+        def send() -> None:
+            with smtplib.SMTP(host, port, timeout=TIMEOUT) as client:
+                client.sendmail("a@x.test", ["b@y.test"], b"Subject: lib\r\n\r\nx\r\n")
+
+        await trio.to_thread.run_sync(send)
+        await server.wait_connections(0)
+        server.shutdown()
+    assert metrics.value("trio_smtp_messages_total", outcome="accepted") == 1
+    assert metrics.value("trio_smtp_connections_total") == 1
+    assert metrics.value("trio_smtp_connections_open") == 0
+    assert metrics.value("trio_smtp_replies_total", code="250") == 4  # EHLO MAIL RCPT DATA
+    with pytest.raises(TypeError, match="metrics"):
+        Server(None, {"metrics": object()})
