@@ -326,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse DMARC p=reject failures with 550 5.7.1; flag p=quarantine ones",
     )
     net.add_argument(
+        "--xclient-from",
+        action="append",
+        metavar="CIDR",
+        help="clients allowed to send XCLIENT (Postfix's smtpd_authorized_xclient_hosts), "
+        "repeatable (default: nobody)",
+    )
+    net.add_argument(
         "--unix",
         action="append",
         metavar="PATH",
@@ -418,6 +425,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "proxy_protocol": args.proxy_protocol,
         "log_level": args.log_level,
     }
+    if args.xclient_from:
+        config["xclient_from"] = args.xclient_from
     if args.unix:
         config["unix"] = args.unix
         config["unix_mode"] = args.unix_mode

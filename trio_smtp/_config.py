@@ -104,19 +104,25 @@ def _dns_servers(value: Any) -> tuple[str, ...]:
         raise ValueError(f"dns_servers: {exc}") from None
 
 
-def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(
+    value: Any, key: str = "proxy_from"
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     items = (value,) if isinstance(value, str) else tuple(value)
     nets = []
     for item in items:
         try:
             nets.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise ValueError(f"proxy_from: {item!r} is not an address or CIDR network") from None
+            raise ValueError(f"{key}: {item!r} is not an address or CIDR network") from None
     return tuple(nets)
 
 
 def _relay_from(value: Any) -> tuple[Network, ...]:
     return parse_networks(value, key="relay_from")
+
+
+def _xclient_networks(value: Any) -> tuple[Network, ...]:
+    return parse_networks(value, key="xclient_from")
 
 
 @attrs.frozen(kw_only=True)
@@ -181,6 +187,10 @@ class ServerConfig:
     )
     proxy_timeout: float = attrs.field(default=DEFAULT_PROXY_TIMEOUT, validator=_positive_number)
     log_level: str = "info"
+    #: Clients allowed to send XCLIENT (``--xclient-from``); nobody by default.
+    xclient_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(
+        default=(), converter=_xclient_networks
+    )
     #: Also listen on these Unix socket paths (``--unix``; a stale socket file is replaced).
     unix: tuple[str, ...] = attrs.field(default=(), converter=_hosts)
     #: The permission bits of the Unix sockets (``--unix-mode``), e.g. ``0o660``.

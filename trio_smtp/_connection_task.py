@@ -77,6 +77,7 @@ from .engine import (
     StartTLS,
     State,
     TLSUpgrade,
+    Xclient,
 )
 
 __all__ = ["FAREWELL_TIMEOUT", "ConnectionTask", "HookReturnError", "HookTimeout"]
@@ -321,6 +322,8 @@ class ConnectionTask:
             await self._flush()
             return
         self._admitted = ip
+        # Postfix's XCLIENT_README: only trusted proxies may say who the client is.
+        self.engine.allow_xclient = self.settings.xclient_trusted(ip)
         if self.implicit_tls and not await self._handshake(implicit=True):
             return
         if not await self._greet_delay():
@@ -814,6 +817,48 @@ class ConnectionTask:
         )
         self.txn = None
 
+    async def _xclient(self, event: Xclient) -> bool:
+        """XCLIENT from a trusted proxy: what follows is about the client it names.
+
+        Like a PROXY header, the new address is what hooks, limits, logs and the
+        ``Received`` header see from now on; the engine has started the session over.
+        """
+        self._command_deadline = None
+        if self._refused_for_shutdown():
+            return True
+        reply = await self._hook_reply(event.verb, event)
+        self.engine.respond(reply)
+        if reply is not None and not reply.is_positive:
+            return True
+        proxy = hostport(self.session.peer)
+        if event.addr is not None:
+            new_ip = event.addr
+            if new_ip != self._admitted:
+                # The per-address limit counts the real client, not the proxy.
+                if self._admitted is not None:
+                    self.limiter.release(self._admitted)
+                    self._admitted = None
+                if not self.limiter.admit(new_ip):
+                    self.logger.warn(
+                        f"Connection refused: {new_ip} is at max_connections_per_ip "
+                        f"{self.config.max_connections_per_ip} (XCLIENT)"
+                    )
+                    self.engine.close(TOO_MANY_FROM_IP)
+                    self._end = "too many connections from address"
+                    return True
+                self._admitted = new_ip
+            port = event.port if event.port is not None else 0
+            self.session.peer = (new_ip, port)
+        bind(peer=hostport(self.session.peer))
+        self.logger.info(
+            f"XCLIENT: id={self.session.id} client {hostport(self.session.peer)}"
+            + (f" name={event.name}" if event.name else "")
+            + (f" helo={event.helo}" if event.helo else "")
+            + (f" login={event.login}" if event.login else "")
+            + f" via {proxy}"
+        )
+        return True
+
     async def _rejected(self, event: CommandRejected) -> bool:
         self._command_deadline = None
         self._data_deadline = None
@@ -842,6 +887,7 @@ _HANDLERS: Final[dict[type, _Handler]] = {
     EndOfMessage: ConnectionTask._end_of_message,
     MessageRejected: ConnectionTask._message_rejected,
     CommandRejected: ConnectionTask._rejected,
+    Xclient: ConnectionTask._xclient,
     ConnectionClosed: ConnectionTask._connection_closed,
 }
 

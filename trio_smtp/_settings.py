@@ -71,6 +71,10 @@ class ConnectionSettings:
     greeting: GreetingGuard | None = None
     metrics: Metrics = attrs.field(factory=lambda: Metrics(enabled=False))
 
+    def xclient_trusted(self, ip: str) -> bool:
+        """Whether ``ip`` may send XCLIENT (``xclient_from``)."""
+        return _in_networks(ip, self.config.xclient_from)
+
     def proxy_trusted(self, ip: str) -> bool:
         """Whether ``ip`` may send a PROXY header (``proxy_from``)."""
         try:
@@ -80,3 +84,17 @@ class ConnectionSettings:
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
         return any(addr in net for net in self.config.proxy_from)
+
+
+def _in_networks(
+    ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    if not networks:
+        return False
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in networks)
