@@ -20,7 +20,7 @@ VERIFY_DEPS = ["pyyaml"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (pass pytest arguments after ``--``)."""
-    session.install("-e", ".[verify]", *TEST_DEPS, *VERIFY_DEPS)
+    session.install("-e", ".[verify,metrics]", *TEST_DEPS, *VERIFY_DEPS)
     args = session.posargs or ["-W", "error", "-p", "no:cacheprovider"]
     # pytest exits 5 when it collects nothing: that must fail, and nox fails on any non-zero.
     session.run("python", "-m", "pytest", *args)
@@ -37,7 +37,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package, examples/ and every Python block of README.md."""
-    session.install("-e", ".[verify,testing]", "mypy")
+    session.install("-e", ".[verify,testing,metrics]", "mypy")
     session.run("mypy", "--strict", "trio_smtp", "examples")
     with tempfile.TemporaryDirectory() as blocks:
         for i, code in enumerate(readme_python_blocks()):
@@ -48,7 +48,7 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def typing_tests(session: nox.Session) -> None:
     """mypy --strict over tests/ (the suite's own helpers are imported by file name)."""
-    session.install("-e", ".[verify,testing]", *TEST_DEPS, *VERIFY_DEPS, "mypy", "types-PyYAML")
+    session.install("-e", ".[verify,testing,metrics]", *TEST_DEPS, *VERIFY_DEPS, "mypy", "types-PyYAML")
     env = {"MYPYPATH": os.pathsep.join(["tests", "tests/server", "tests/abuse"])}
     session.run("mypy", "--strict", "tests", env=env)
 

@@ -45,6 +45,7 @@ _LAZY = {
     "Mail": "._mail",
     "Recipient": "._mail",
     "Logger": "._logger",
+    "Metrics": "._metrics",
     "AuthFile": "._auth_file",
     "AuthFileError": "._auth_file",
     "TLSConfigError": "._tls",
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from ._hooks import HookReturnError as HookReturnError
     from ._hooks import HookTimeout as HookTimeout
     from ._logger import Logger as Logger
+    from ._metrics import Metrics as Metrics
     from ._mail import Mail as Mail
     from ._mail import Recipient as Recipient
     from ._schema import Context as Context
@@ -95,6 +97,7 @@ __all__ = [
     "HookReturnError",
     "HookTimeout",
     "Logger",
+    "Metrics",
     "Mail",
     "ProxyInfo",
     "Recipient",

@@ -113,8 +113,8 @@ def test_workers_report_the_whole_servers_numbers() -> None:
     ) as server:  # fmt: skip
         url = metrics_url(server)
         port = int(server.wait_err(r"starting 2 workers on port (\d+)")[1])
-        server.wait_err(r"worker: 1")
-        server.wait_err(r"worker: 2")
+        server.wait_err(r"worker: \d")
+        server.wait_err(r"worker: \d")
         for n in range(8):
             with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
                 client.sendmail("a@x.test", [f"r{n}@y.test"], b"Subject: w\r\n\r\nx\r\n")
