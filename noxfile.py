@@ -48,7 +48,9 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def typing_tests(session: nox.Session) -> None:
     """mypy --strict over tests/ (the suite's own helpers are imported by file name)."""
-    session.install("-e", ".[verify,testing,metrics]", *TEST_DEPS, *VERIFY_DEPS, "mypy", "types-PyYAML")
+    session.install(
+        "-e", ".[verify,testing,metrics]", *TEST_DEPS, *VERIFY_DEPS, "mypy", "types-PyYAML"
+    )
     env = {"MYPYPATH": os.pathsep.join(["tests", "tests/server", "tests/abuse"])}
     session.run("mypy", "--strict", "tests", env=env)
 

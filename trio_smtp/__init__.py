@@ -61,9 +61,9 @@ if TYPE_CHECKING:
     from ._hooks import HookReturnError as HookReturnError
     from ._hooks import HookTimeout as HookTimeout
     from ._logger import Logger as Logger
-    from ._metrics import Metrics as Metrics
     from ._mail import Mail as Mail
     from ._mail import Recipient as Recipient
+    from ._metrics import Metrics as Metrics
     from ._schema import Context as Context
     from ._schema import Schema as Schema
     from ._server import Server as Server
@@ -97,8 +97,8 @@ __all__ = [
     "HookReturnError",
     "HookTimeout",
     "Logger",
-    "Metrics",
     "Mail",
+    "Metrics",
     "ProxyInfo",
     "Recipient",
     "Reply",

@@ -25,9 +25,14 @@ Decisions worth knowing:
   advertises them, and the RFC 3461 DSN parameters (``RET``, ``ENVID``, ``NOTIFY``,
   ``ORCPT``) when it advertises ``DSN``. An SMTPUTF8 message is refused (554 5.6.7) by an
   upstream without SMTPUTF8, as RFC 6531 §3.2 requires, instead of being downgraded. 8-bit
-  content goes out unconverted to an upstream without 8BITMIME. :mod:`smtplib` has no BDAT,
-  so a BINARYMIME message is sent with DATA as 8BITMIME, and refused (554 5.6.3) if it holds
-  a bare CR or LF that DATA cannot carry.
+  content goes out unconverted to an upstream without 8BITMIME.
+* **The body never ends DATA early upstream.** A text body (7BIT, 8BITMIME) goes out with
+  every lone CR or LF turned into CRLF and every line that starts with a dot stuffed, both
+  done here rather than by :mod:`smtplib` (which stuffs only after LF and passes a lone CR
+  through): no upstream, however lenient, can read ``<CR>.<CR><LF>`` or ``<LF>.<LF>`` as the
+  end of data and what follows as commands (SMTP smuggling). A ``BODY=BINARYMIME`` message
+  goes with ``BDAT`` chunks, octet for octet, to an upstream that offers CHUNKING and
+  BINARYMIME (RFC 3030), and is refused (554 5.6.3) by any other.
 * **Failures to reach the upstream** (refused connection, timeout, a dropped connection) give
   451 4.4.1, so the sender retries later.
 """
@@ -64,6 +69,8 @@ _ENHANCED: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\s*")
 # Bytes DATA cannot carry safely: an upstream that ends DATA on a bare CR or LF would read
 # what follows as commands (SMTP smuggling).
 _BARE_CR_OR_LF: Final = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# A line that starts with a dot, at the start of the body or after CRLF.
+_DOT_LINE: Final = re.compile(rb"(?:^|(?<=\r\n))\.")
 # RFC 3461 §4: xtext and the keywords are printable ASCII without spaces or '='.
 _SAFE_PARAM_VALUE: Final = re.compile(r"[\x21-\x3c\x3e-\x7e]+")
 _MAX_REPLY_TEXT: Final = 400
@@ -171,9 +178,6 @@ class RelaySink:
                 ``451 4.4.1`` when it cannot be reached, or one of the refusals described in
                 the module docstring.
         """
-        if mail.body_type == "BINARYMIME" and _BARE_CR_OR_LF.search(mail.content):
-            # RFC 3030 §3: binary content needs BDAT all the way; we cannot convert it.
-            raise Reply(554, "5.6.3 binary content cannot be relayed without BDAT")
         ours, content = delivery_parts(mail, mail.content)  # Authentication-Results
         data = received_header(mail) + ours + end_of_trace(content) + content
         hostname = self.local_hostname or mail.session.hostname
@@ -223,9 +227,19 @@ class RelaySink:
 
     def _transaction(self, smtp: smtplib.SMTP, mail: Mail, data: bytes) -> None:
         options = []
+        binary = mail.body_type == "BINARYMIME"
+        if binary:
+            # RFC 3030 §3: binary content goes with BDAT all the way, or not at all: DATA
+            # cannot carry a lone CR or LF, and converting would break the content.
+            if not (smtp.has_extn("chunking") and smtp.has_extn("binarymime")):
+                raise Reply(554, "5.6.3 upstream cannot take binary content (no BINARYMIME)")
+        else:
+            data = data_safe(data)
         if smtp.has_extn("size"):
             options.append(f"SIZE={len(data)}")  # RFC 1870: lets the upstream refuse early
-        if mail.body_type != "7BIT" and smtp.has_extn("8bitmime"):
+        if binary:
+            options.append("BODY=BINARYMIME")
+        elif mail.body_type != "7BIT" and smtp.has_extn("8bitmime"):
             options.append("BODY=8BITMIME")  # RFC 6152
         if mail.smtputf8:
             if not smtp.has_extn("smtputf8"):
@@ -254,6 +268,48 @@ class RelaySink:
             if len(mail.recipients) > 1:
                 what += f" ({len(refused)} of {len(mail.recipients)} refused, none relayed)"
             raise _upstream_reply(code, message, what)
-        code, message = smtp.data(data)
+        code, message = _send_bdat(smtp, data) if binary else _send_data(smtp, data)
         if code != 250:
             raise _upstream_reply(code, message, "refused the message")
+
+
+def data_safe(data: bytes) -> bytes:
+    """A text body as DATA may carry it: every line ending CRLF, nothing else.
+
+    A lone CR or LF becomes CRLF (what ``--bare-lf normalize`` does on the way in), so
+    that no upstream, however lenient, can find an end of data (``<LF>.<LF>``,
+    ``<CR>.<CR><LF>``) that the sender hid in the body (SMTP smuggling).
+    """
+    return _BARE_CR_OR_LF.sub(b"\r\n", data)
+
+
+def _send_data(smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+    """DATA with dot-stuffing done here, on a body :func:`data_safe` made (RFC 5321 §4.5.2).
+
+    smtplib stuffs only dots after an LF and sends the rest as given; doing it here, on
+    CRLF lines, keeps every byte that goes out under our control.
+    """
+    code, message = smtp.docmd("DATA")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, message)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    stuffed = _DOT_LINE.sub(b"..", data)
+    smtp.send(stuffed + b".\r\n")
+    return smtp.getreply()
+
+
+#: Chunks of a BINARYMIME body sent with BDAT.
+BDAT_CHUNK: Final = 1024 * 1024
+
+
+def _send_bdat(smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+    """The body as BDAT chunks (RFC 3030 §2): exact octets, no stuffing, no line rules."""
+    view = memoryview(data)
+    while True:
+        chunk, view = view[:BDAT_CHUNK], view[BDAT_CHUNK:]
+        last = not view
+        smtp.send(f"BDAT {len(chunk)}{' LAST' if last else ''}\r\n".encode() + bytes(chunk))
+        code, message = smtp.getreply()
+        if last or code != 250:
+            return code, message
