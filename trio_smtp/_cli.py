@@ -94,6 +94,55 @@ def _mode(text: str) -> int:
     return value
 
 
+#: The environment variable that may hold ``login:password`` for the relay upstream.
+RELAY_AUTH_ENV = "TRIO_SMTP_RELAY_AUTH"
+_RELAY_SCHEMES = {"smtp": 25, "smtps": 465, "lmtp": 24}
+
+
+def _relay_target(text: str) -> tuple[str, str, int]:
+    """``(scheme, host or socket path, port)`` from what ``--relay`` was given."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        if text.startswith(("lmtp:/", "lmtp:unix:")):
+            path = text.removeprefix("lmtp:").removeprefix("unix:")
+            return ("lmtp", path, 0)
+        scheme, rest = "smtp", text
+        if ":" not in rest.strip("[]") or rest.endswith("]"):
+            raise argparse.ArgumentTypeError(f"expected HOST:PORT or a URL, not {text!r}")
+    if scheme not in _RELAY_SCHEMES:
+        raise argparse.ArgumentTypeError(f"expected smtp://, smtps:// or lmtp://, not {text!r}")
+    host, colon, port = rest.rpartition(":")
+    if not colon or port.startswith("[") or "]" in port:
+        host, port = rest, str(_RELAY_SCHEMES[scheme])
+    host = host.strip("[]")
+    if not host:
+        raise argparse.ArgumentTypeError(f"expected a host in {text!r}")
+    return (scheme, host, _port(port))
+
+
+def _relay_auth(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The upstream credentials, from --relay-auth-file or the environment."""
+    if args.relay_auth_file is not None:
+        try:
+            with open(args.relay_auth_file, encoding="utf-8") as f:
+                text = f.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(
+                f"--relay-auth-file {args.relay_auth_file!r}: {exc.strerror}"
+            ) from None
+        where = f"--relay-auth-file {args.relay_auth_file!r}"
+    elif os.environ.get(RELAY_AUTH_ENV):
+        text = os.environ[RELAY_AUTH_ENV]
+        where = f"${RELAY_AUTH_ENV}"
+    else:
+        return None
+    login, sep, password = text.partition(":")
+    if not sep or not login or not password:
+        # Never echo the line: it holds a password.
+        raise ValueError(f"{where}: expected one line login:password")
+    return login, password
+
+
 def _hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host:
@@ -174,9 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--mbox", metavar="FILE", help="deliver into mbox FILE")
     ex.add_argument(
         "--relay",
-        type=_hostport,
-        metavar="HOST:PORT",
-        help="forward each message to another SMTP server before replying 250",
+        type=_relay_target,
+        metavar="URL",
+        help="forward each message before replying 250: HOST:PORT or smtp://HOST:PORT, "
+        "smtps://HOST:PORT (implicit TLS), lmtp://HOST:PORT or lmtp:/PATH (Unix socket, "
+        "e.g. Dovecot's)",
+    )
+    sinks.add_argument(
+        "--relay-auth-file",
+        metavar="FILE",
+        help=f"login:password for AUTH to the --relay upstream (or ${RELAY_AUTH_ENV}); "
+        "only sent over verified TLS",
+    )
+    sinks.add_argument(
+        "--relay-no-verify",
+        action="store_true",
+        help="do not verify the --relay upstream's certificate (self-signed upstreams)",
     )
     sinks.add_argument(
         "--relay-from",
@@ -392,6 +454,9 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--proxy-from needs --proxy-protocol")
     if args.auth_required and args.auth_file is None:
         raise ValueError("--auth-required needs --auth-file: no client could authenticate")
+    if (args.relay_auth_file or args.relay_no_verify) and not args.relay:
+        flag = "--relay-auth-file" if args.relay_auth_file else "--relay-no-verify"
+        raise ValueError(f"{flag} needs --relay")
     if args.print_body and (args.maildir or args.mbox or args.relay):
         other = "--maildir" if args.maildir else "--mbox" if args.mbox else "--relay"
         raise ValueError(f"--print-body works with the default print sink only, not with {other}")
@@ -521,8 +586,17 @@ def make_sink(args: argparse.Namespace, logger: Any) -> Any:
         _check_mbox(args.mbox)
         return LoggedSink(MboxSink(args.mbox), logger, where=("path", args.mbox))
     if args.relay:
-        host, port = args.relay
-        return LoggedSink(RelaySink(host, port), logger, where=("upstream", f"{host}:{port}"))
+        scheme, host, port = args.relay
+        sink = RelaySink(
+            host,
+            port,
+            lmtp=scheme == "lmtp",
+            implicit_tls=scheme == "smtps",
+            auth=_relay_auth(args),
+            verify=not args.relay_no_verify,
+        )
+        where = host if host.startswith("/") else hostport((host, port))
+        return LoggedSink(sink, logger, where=("upstream", f"{scheme}://{where}"))
     return PrintSink(logger, print_body=args.print_body)
 
 

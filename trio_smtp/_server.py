@@ -411,10 +411,13 @@ class Server:
     async def _run_with_signals(self) -> None:
         async with trio.open_nursery() as nursery:
 
-            async def watch() -> None:
+            async def watch(task_status: trio.TaskStatus[None]) -> None:
                 with trio.open_signal_receiver(
                     signal.SIGINT, signal.SIGTERM, signal.SIGHUP
                 ) as signals:
+                    # Listening for signals before the start line: a SIGHUP sent as soon
+                    # as it appears must reload, not kill (its default action).
+                    task_status.started()
                     async for signum in signals:
                         if signum == signal.SIGHUP:
                             await reload(self)
@@ -425,7 +428,7 @@ class Server:
                             self.logger.warn("Second signal: stopping now")
                             nursery.cancel_scope.cancel()
 
-            nursery.start_soon(watch)
+            await nursery.start(watch)
             await self.serve()
             nursery.cancel_scope.cancel()
 

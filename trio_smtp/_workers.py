@@ -509,18 +509,23 @@ def run_worker(server: Server, worker: int) -> int:
 
 async def _serve_worker(server: Server, lifeline: int | None) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, server, nursery.cancel_scope)
+        await nursery.start(_watch_signals, server, nursery.cancel_scope)
         if lifeline is not None:
             nursery.start_soon(_watch_lifeline, server, lifeline)
         await server.serve()
         nursery.cancel_scope.cancel()
 
 
-async def _watch_signals(server: Server, scope: trio.CancelScope) -> None:
+async def _watch_signals(
+    server: Server,
+    scope: trio.CancelScope,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     draining = False
     from ._reload import reload
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP) as signals:
+        task_status.started()  # before the start line: see Server.run
         async for signum in signals:
             if signum == signal.SIGHUP:
                 await reload(server)

@@ -119,14 +119,23 @@ class RelaySink:
     See the module docstring for how refusals, STARTTLS and parameters are handled.
 
     Args:
-        host: The upstream server.
-        port: Its port.
+        host: The upstream server, or the path of a Unix socket (with ``lmtp=True``,
+            Dovecot's ``/run/dovecot/lmtp``).
+        port: Its port (ignored for a Unix socket).
         timeout: Seconds each network operation may take.
         starttls: ``"opportunistic"``, ``"require"`` or ``"never"``.
-        ssl_context: The context for STARTTLS. By default: no verification when
-            opportunistic, :func:`ssl.create_default_context` when required.
+        ssl_context: The context for TLS. By default: no verification when STARTTLS is
+            opportunistic, :func:`ssl.create_default_context` (verifying the upstream's
+            certificate and name) when TLS is required, implicit, or carries AUTH.
         local_hostname: The name to give in EHLO; by default the session's ``hostname``
             (no DNS lookup is made).
+        implicit_tls: Speak TLS from the first byte (SMTPS, RFC 8314; ``smtps://``).
+        lmtp: Speak LMTP (RFC 2033): LHLO, and one reply per recipient after the data;
+            the way into Dovecot's ``lmtp`` service.
+        auth: ``(login, password)`` to authenticate to the upstream (AUTH PLAIN/LOGIN),
+            only over TLS; never shown in a ``repr`` or a log line.
+        verify: ``False`` turns certificate verification off where it is on by default
+            (an upstream with a self-signed certificate).
 
     Raises:
         ValueError: for an unknown ``starttls`` policy or a negative timeout.
@@ -145,6 +154,10 @@ class RelaySink:
         starttls: StartTLSPolicy = "opportunistic",
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
+        implicit_tls: bool = False,
+        lmtp: bool = False,
+        auth: tuple[str, str] | None = None,
+        verify: bool = True,
     ) -> None:
         if starttls not in _STARTTLS_POLICIES:
             raise ValueError(
@@ -157,15 +170,24 @@ class RelaySink:
         self.timeout = timeout
         self.starttls: StartTLSPolicy = starttls
         self.local_hostname = local_hostname
+        self.implicit_tls = implicit_tls
+        self.lmtp = lmtp
+        self._auth = auth
+        if auth is not None and starttls == "opportunistic" and not implicit_tls:
+            # Credentials never travel in the clear: with AUTH, TLS is required.
+            self.starttls = starttls = "require"
         if ssl_context is None:
             ssl_context = ssl.create_default_context()
-            if starttls == "opportunistic":
+            strict = starttls == "require" or implicit_tls or auth is not None
+            if not (strict and verify):
                 ssl_context.check_hostname = False
                 ssl_context.verify_mode = ssl.CERT_NONE
         self.ssl_context = ssl_context
 
     def __repr__(self) -> str:
-        return f"RelaySink({self.host!r}, {self.port!r}, starttls={self.starttls!r})"
+        kind = "lmtp" if self.lmtp else "smtps" if self.implicit_tls else "smtp"
+        login = f", login={self._auth[0]!r}" if self._auth is not None else ""
+        return f"RelaySink({self.host!r}, {self.port!r}, {kind}, starttls={self.starttls!r}{login})"
 
     async def deliver(self, mail: Mail) -> None:
         """Relay the message; return once the upstream accepted it.
@@ -204,10 +226,23 @@ class RelaySink:
 
     def _connect(self, hostname: str, *, tls: bool) -> smtplib.SMTP:
         # Connecting in the constructor is what sets the name STARTTLS verifies.
-        smtp = smtplib.SMTP(self.host, self.port, local_hostname=hostname, timeout=self.timeout)
+        smtp: smtplib.SMTP
+        if self.lmtp:
+            smtp = smtplib.LMTP(self.host, self.port, local_hostname=hostname, timeout=self.timeout)
+        elif self.implicit_tls:
+            smtp = smtplib.SMTP_SSL(
+                self.host,
+                self.port,
+                local_hostname=hostname,
+                timeout=self.timeout,
+                context=self.ssl_context,
+            )
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, local_hostname=hostname, timeout=self.timeout)
         try:
             smtp.ehlo_or_helo_if_needed()
-            if not tls:
+            if not tls or self.implicit_tls:
+                self._login(smtp)
                 return smtp
             if not smtp.has_extn("starttls"):
                 if self.starttls == "require":
@@ -220,10 +255,27 @@ class RelaySink:
                     raise Reply(451, "4.7.5 TLS with the upstream failed") from exc
                 raise _HandshakeFailed from exc
             smtp.ehlo()
+            self._login(smtp)
         except BaseException:
             smtp.close()
             raise
         return smtp
+
+    def _login(self, smtp: smtplib.SMTP) -> None:
+        if self._auth is None:
+            return
+        if not (self.implicit_tls or isinstance(smtp.sock, ssl.SSLSocket)):
+            raise Reply(451, "4.7.4 no TLS with the upstream: credentials not sent")
+        login, password = self._auth
+        try:
+            smtp.login(login, password)
+        except smtplib.SMTPAuthenticationError as exc:
+            # Our configuration, not the sender's fault: retry later, and log it.
+            raise Reply(451, "4.7.0 upstream refused our credentials") from OSError(
+                f"upstream refused the credentials of {login!r} ({exc.smtp_code})"
+            )
+        except smtplib.SMTPNotSupportedError as exc:
+            raise Reply(451, "4.7.0 upstream does not offer AUTH") from exc
 
     def _transaction(self, smtp: smtplib.SMTP, mail: Mail, data: bytes) -> None:
         options = []
@@ -271,6 +323,19 @@ class RelaySink:
         code, message = _send_bdat(smtp, data) if binary else _send_data(smtp, data)
         if code != 250:
             raise _upstream_reply(code, message, "refused the message")
+        if self.lmtp and len(mail.recipients) > 1:
+            # RFC 2033 §4.2: one reply per recipient, the first one read above. The
+            # client has one reply for all (see "All or nothing"): a temporary
+            # failure wins, and those delivered may get the message again on retry.
+            failed = []
+            for rcpt in mail.recipients[1:]:
+                code, message = smtp.getreply()
+                if code != 250:
+                    failed.append((rcpt, code, message))
+            if failed:
+                rcpt, code, message = next((f for f in failed if f[1] // 100 == 4), failed[0])
+                what = f"refused <{printable(rcpt.address, limit=256, ascii_only=True)}>"
+                raise _upstream_reply(code, message, what)
 
 
 def data_safe(data: bytes) -> bytes:
