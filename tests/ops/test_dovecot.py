@@ -111,7 +111,9 @@ service anvil {{
 @pytest.mark.parametrize("via", ["tcp", "unix"])
 def test_mail_relayed_over_lmtp_is_found_with_doveadm_fetch(dovecot: Dovecot, via: str) -> None:
     target = f"lmtp://127.0.0.1:{dovecot.port}" if via == "tcp" else f"lmtp:{dovecot.socket}"
-    with cli("--port", "0", "--hostname", "mx.test", "--relay", target) as server:
+    with cli(
+        "--port", "0", "--hostname", "mx.test", "--relay", target, "--relay-from", "127.0.0.1/32"
+    ) as server:
         port = server.port()
         with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
             client.sendmail(

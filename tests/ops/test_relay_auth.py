@@ -29,17 +29,16 @@ def test_relay_over_smtps_with_auth(tls_files: dict[str, Path], tmp_path: Path) 
                 client.sendmail("a@x.test", ["b@y.test"], b"Subject: hop\r\n\r\nover tls\r\n")
 
         # Verification is on by default: the test CA is not in the system store.
-        with cli("--port", "0", "--hostname", "mx.test", "--relay", target,
-                 "--relay-auth-file", str(creds)) as strict:  # fmt: skip
+        relay_args = ["--port", "0", "--hostname", "mx.test", "--relay", target]
+        relay_args += ["--relay-from", "127.0.0.1/32", "--relay-auth-file", str(creds)]
+        with cli(*relay_args) as strict:
             with pytest.raises(smtplib.SMTPDataError) as refused:
                 send(strict.port())
             assert refused.value.smtp_code == 451
             line = strict.wait_err(r"\[ERROR\] - Message failed: ").string
             assert "CERTIFICATE_VERIFY_FAILED" in line or "certificate verify failed" in line
             assert strict.stop() == 0
-        with cli("--port", "0", "--hostname", "mx.test", "--relay", target,
-                 "--relay-auth-file", str(creds), "--relay-no-verify",
-                 "--log-level", "debug") as relay:  # fmt: skip
+        with cli(*relay_args, "--relay-no-verify", "--log-level", "debug") as relay:
             send(relay.port())
             line = relay.wait_err(r"Message accepted: .* upstream=").string
             assert relay.stop() == 0
@@ -63,7 +62,9 @@ def test_relay_flags_refuse_what_cannot_work(tmp_path: Path) -> None:
         argv = [sys.executable, "-m", "trio_smtp", "--port", "0", *args]
         return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
-    result = run("--relay", "127.0.0.1:25", "--relay-auth-file", str(bad))
+    result = run(
+        "--relay", "127.0.0.1:25", "--relay-from", "127.0.0.1", "--relay-auth-file", str(bad)
+    )
     assert result.returncode == 2
     assert "expected one line login:password" in result.stderr
     assert "no-colon-here" not in result.stderr  # the line may be a password
