@@ -555,6 +555,9 @@ def test_json_log_lines_parse_with_jq() -> None:
     for record in records:
         assert {"ts", "level", "msg"} <= set(record)
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["ts"])
+    opened = [r for r in records if r["msg"].startswith("Connection opened")]
+    assert len(opened) == 2
+    assert all(r["peer"].startswith("127.0.0.1:") and r["session"] for r in opened)
     messages = [r for r in records if r.get("result") == "accepted"]
     assert [m["subject"] for m in messages] == [
         "\x1b[31mred \x9b2J nel\x7fdel ls ps\u202eevil",

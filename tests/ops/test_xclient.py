@@ -73,3 +73,38 @@ def test_xclient_is_refused_and_not_advertised_to_others() -> None:
         c.close()
         assert server.stop() == 0
     assert not [line for line in server.err if "XCLIENT:" in line]
+
+
+def test_swaks_xclient_with_login_and_json_logs(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from conftest import require_tool
+
+    swaks = require_tool("swaks")
+    maildir = tmp_path / "Maildir"
+    with cli(
+        "--port", "0", "--hostname", "mx.test", "--maildir", str(maildir),
+        "--xclient-from", "127.0.0.1", "--log-format", "json",
+    ) as server:  # fmt: skip
+        port = int(json.loads(server.wait_err(r"Server start on ip:").string)["msg"].split()[-1])
+        result = subprocess.run(
+            [swaks, "--server", "127.0.0.1", "--port", str(port), "--to", "b@y.test",
+             "--xclient-addr", "198.51.100.4", "--xclient-name", "[UNAVAILABLE]",
+             "--xclient-login", "carol"],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout
+        assert "XCLIENT ADDR=198.51.100.4" in result.stdout
+        server.wait_err(r"Message accepted")
+        assert server.stop() == 0
+    records = [json.loads(line) for line in server.err]
+    [xclient] = [r for r in records if r["msg"].startswith("XCLIENT:")]
+    assert xclient["peer"] == "198.51.100.4:0"
+    assert "login=carol" in xclient["msg"]
+    [accepted] = [r for r in records if r.get("result") == "accepted"]
+    assert accepted["peer"] == "198.51.100.4:0"  # every later record names the real client
+    assert accepted["session"] == xclient["session"]
+    [message] = list(mailbox.Maildir(str(maildir), create=False))
+    assert "[198.51.100.4]" in message["Received"]
+    assert "ESMTPA" in message["Received"]  # LOGIN= made the session authenticated
