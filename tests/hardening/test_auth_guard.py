@@ -5,13 +5,16 @@ The same rules over real sockets are in ``test_auth_guessing.py``.
 
 from __future__ import annotations
 
+import base64
 import threading
 
 import pytest
 import trio
 import trio.testing
 
+from trio_smtp import Server
 from trio_smtp._auth_guard import AuthGuard, LocalFailureBudget
+from trio_smtp._connection_task import ConnectionTask
 
 
 async def test_delay_grows_with_each_failure_up_to_a_cap(autojump_clock: trio.abc.Clock) -> None:
@@ -94,3 +97,61 @@ async def test_password_checks_have_their_own_threads() -> None:
         assert guard.limiter.borrowed_tokens == 2
         release.set()
     assert most == 2
+
+
+# ------------------------------------------------------------------ through a connection
+
+
+async def test_each_failed_auth_is_answered_later_than_the_last(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Over a connection (memory streams): 535 after 1 s, then 2 s; 235 without delay."""
+    server = Server(
+        {"config": {"port": 0, "hostname": "mx.test", "auth_insecure": True}},
+        {"authenticator": lambda _m, login, pw: (login, pw) == ("alice", "pw")},
+    )
+    client, server_stream = trio.testing.memory_stream_pair()
+    task = ConnectionTask(
+        server._connection_settings(),
+        server_stream,
+        peer=("192.0.2.1", 40000),
+        local=None,
+        implicit_tls=False,
+        limiter=server.address_limiter,
+    )
+    buffer = b""
+
+    async def reply() -> bytes:
+        nonlocal buffer
+        while b"\r\n" not in buffer:
+            buffer += await client.receive_some()
+        line, _, buffer = buffer.partition(b"\r\n")
+        return line
+
+    async def command(line: str) -> tuple[bytes, float]:
+        await client.send_all(line.encode() + b"\r\n")
+        start = trio.current_time()
+        while True:
+            answer = await reply()
+            if answer[3:4] != b"-":
+                return answer, trio.current_time() - start
+
+    def plain(login: str, password: str) -> str:
+        return "AUTH PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(task.run)
+        assert (await reply()).startswith(b"220")
+        await command("EHLO client.test")
+        first, waited_first = await command(plain("alice", "wrong"))
+        second, waited_second = await command(plain("alice", "wrong again"))
+        third, waited_third = await command(plain("alice", "pw"))
+        await client.send_all(b"QUIT\r\n")
+        await client.aclose()
+    assert first.startswith(b"535 5.7.8")
+    assert second.startswith(b"535 5.7.8")
+    assert third.startswith(b"235")
+    # The delay follows the address's failures (the bucket drains 10 per minute).
+    assert waited_first == pytest.approx(1.0, abs=0.01)
+    assert waited_second == pytest.approx(2.0, abs=0.01)
+    assert waited_third < 0.01
