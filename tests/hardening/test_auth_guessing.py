@@ -130,7 +130,7 @@ async def test_an_auth_hook_may_allow_an_authzid() -> None:
     def auth(ctx: Any) -> bool | Reply | None:
         seen.append((ctx.login, ctx.authzid))
         if ctx.authzid == "shared-mailbox" and ctx.login == "alice":
-            return ctx.password == "pw"
+            return bool(ctx.password == "pw")
         return None  # the default: the authenticator, and authzid refused
 
     check = Recorder()
