@@ -320,9 +320,13 @@ class ScenarioResult:
         return [run for run in self.runs if run.server == label]
 
     def counted_runs(self, label: str) -> list[Run]:
-        """The runs a median is taken over: the undisturbed ones, or all if none is."""
+        """The runs a median is taken over: the undisturbed ones when every server has
+        some, else all of them (for every server alike, so that a ratio never sets a
+        calm median against a disturbed one)."""
         runs = self.runs_of(label)
-        return [run for run in runs if not run.disturbed] or runs
+        if all(any(not run.disturbed for run in self.runs_of(other)) for other in self.labels):
+            return [run for run in runs if not run.disturbed]
+        return runs
 
     def median(self, label: str, attribute: str) -> float | None:
         values = [getattr(run, attribute) for run in self.counted_runs(label)]
@@ -491,9 +495,9 @@ def render_table(results: list[ScenarioResult]) -> str:
     for r in results:
 
         def rate(label: str, r: ScenarioResult = r) -> str:
-            # A star: every run of this server was disturbed, so the median is too.
-            runs = r.runs_of(label)
-            star = "*" if runs and all(run.disturbed for run in runs) else ""
+            # A star: the median counts disturbed runs.
+            runs = r.counted_runs(label)
+            star = "*" if runs and any(run.disturbed for run in runs) else ""
             return _fmt(r.median(label, "messages_per_second"), ".0f") + star
 
         cells = [rate(label) for label in labels]
@@ -666,8 +670,8 @@ def main(argv: list[str] | None = None) -> int:
     if disturbed:
         print(
             f"WARNING: {disturbed} measured runs shared the CPU with other processes (over"
-            f" {100 * DISTURBED:.0f}% of a core); medians leave them out where a server has"
-            " undisturbed runs, and * marks a median of disturbed runs only"
+            f" {100 * DISTURBED:.0f}% of a core); medians leave them out where every server"
+            " has undisturbed runs, and * marks a median that counts disturbed runs"
         )
     print(f"{reps} reps per server and scenario, total time {total:.0f} s")
     args.output.parent.mkdir(parents=True, exist_ok=True)
