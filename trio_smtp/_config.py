@@ -10,6 +10,7 @@ import attrs
 
 from ._auth_guard import DEFAULT_AUTH_FAILURE_DELAY, DEFAULT_MAX_AUTH_FAILURES_PER_IP
 from ._relay_policy import Network, parse_networks, parse_relay_domains
+from ._spool import MAX_BUFFERED_BYTES, SPOOL_MEMORY
 from .engine import BareLineEndings, EngineConfig
 from .engine._auth import MECHANISMS
 from .engine._config import (
@@ -77,6 +78,11 @@ def _positive_number(_inst: object, attr: attrs.Attribute[Any], value: Any) -> N
 def _non_negative_number(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"{attr.name} must be a number of seconds >= 0, not {value!r}")
+
+
+def _byte_count(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{attr.name} must be a number of bytes >= 0, not {value!r}")
 
 
 def _bare_lf(value: Any) -> BareLineEndings:
@@ -186,6 +192,13 @@ class ServerConfig:
         default=DEFAULT_PROXY_FROM, converter=_networks
     )
     proxy_timeout: float = attrs.field(default=DEFAULT_PROXY_TIMEOUT, validator=_positive_number)
+    #: Where message bodies past ``spool_memory`` go (the system temporary directory if
+    #: ``None``); see the README's "Large messages" section.
+    spool_dir: str | None = None
+    #: Bytes of one body kept in memory before it moves to a spool file.
+    spool_memory: int = attrs.field(default=SPOOL_MEMORY, validator=_byte_count)
+    #: Body bytes held in memory across all connections; past it bodies spill to the spool.
+    max_buffered_bytes: int = attrs.field(default=MAX_BUFFERED_BYTES, validator=_byte_count)
     log_level: str = "info"
     #: Clients allowed to send XCLIENT (``--xclient-from``); nobody by default.
     xclient_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(
