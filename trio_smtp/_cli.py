@@ -26,6 +26,7 @@ from ._metrics import Metrics, MetricsServer
 from ._metrics import available as metrics_available
 from ._names import hostport
 from ._relay_policy import parse_networks, parse_relay_domains
+from ._spool import MAX_BUFFERED_BYTES
 from .engine._config import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS
 
 PROG = "trio-smtp"
@@ -315,6 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="likewise, per client address",
     )
     lim.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        help="where message bodies past 1 MiB are spooled (default: the system temp directory)",
+    )
+    lim.add_argument(
+        "--max-buffered-bytes",
+        type=_positive_int,
+        default=MAX_BUFFERED_BYTES,
+        metavar="BYTES",
+        help="message body bytes held in memory across all connections; past it bodies "
+        "spill to the spool",
+    )
+    lim.add_argument(
         "--command-timeout",
         type=_positive_seconds,
         default=DEFAULT_COMMAND_TIMEOUT,
@@ -465,6 +479,10 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "--relay needs --relay-from, --relay-domain or --auth-file: "
             "without one of them it would be an open relay"
         )
+    if args.spool_dir is not None and not (
+        os.path.isdir(args.spool_dir) and os.access(args.spool_dir, os.W_OK | os.X_OK)
+    ):
+        raise ValueError(f"--spool-dir {args.spool_dir!r}: not a writable directory")
     config: dict[str, Any] = {
         "host": args.host or [DEFAULT_HOST],
         "port": args.port,
@@ -480,6 +498,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "max_recipients": args.max_recipients,
         "max_connections": args.max_connections,
         "max_connections_per_ip": args.max_connections_per_ip,
+        "spool_dir": args.spool_dir,
+        "max_buffered_bytes": args.max_buffered_bytes,
         "command_timeout": args.command_timeout,
         "data_timeout": args.data_timeout,
         "hook_timeout": args.hook_timeout,

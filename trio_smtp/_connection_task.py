@@ -85,6 +85,11 @@ __all__ = ["FAREWELL_TIMEOUT", "ConnectionTask", "HookReturnError", "HookTimeout
 #: Bytes asked of the transport per read while reading commands, and while reading a body.
 COMMAND_READ_SIZE: Final = 16384
 BODY_READ_SIZE: Final = 262144
+#: Replies handled between two flushes while commands are pipelined. A client that
+#: pipelines and never reads then blocks the task after this many replies (its socket
+#: buffer is full), so the input stops being read and unsent output stays bounded
+#: (a few KiB per connection) instead of growing with every command answered.
+OUTPUT_BATCH: Final = 16
 #: How long the last words (a 421, the ``close`` hook, TLS close_notify) may take
 #: when the task is being cancelled or the shutdown grace is over.
 FAREWELL_TIMEOUT: Final = 1.0
@@ -394,6 +399,7 @@ class ConnectionTask:
     async def _events(self) -> None:
         engine = self.engine
         handlers = _HANDLERS
+        replies = 0
         while True:
             event = engine.next_event()
             if event is NEED_DATA:
@@ -401,17 +407,27 @@ class ConnectionTask:
                 if data is None:
                     return
                 engine.receive_data(data)
+                replies = 0
                 continue
             if type(event) is MessageData:
                 txn = self.txn
                 assert txn is not None
-                txn.append(event.data)
+                # May wait for a spool write or for room in the memory budget: no more
+                # input is read meanwhile (back-pressure), under the data deadline.
+                await txn.append(event.data)
+                if "DATA_CHUNK" in self.hooks.hooks and txn.refusal is None:
+                    await self._chunk_hook(txn, event.data)
                 continue
             handler = handlers.get(type(event))
             if handler is None:
                 handler = _handler_for(event)
             if not await handler(self, event):
                 return
+            replies += 1
+            if replies >= OUTPUT_BATCH:
+                # The output cap: see OUTPUT_BATCH.
+                replies = 0
+                await self._flush()
 
     async def _unexpected(self, event: Any) -> bool:
         """An event this layer has no handler for: a bug, logged and answered."""
@@ -651,7 +667,9 @@ class ConnectionTask:
             if type(event) is MailFrom:
                 self._messages += 1
                 mail_id = f"{self.session.id}.{self._messages}"
-                self.txn = Transaction.start(event, session=self.session, mail_id=mail_id)
+                self.txn = Transaction.start(
+                    event, session=self.session, mail_id=mail_id, spool=self.settings.spool
+                )
                 if self.settings.verifier is not None:  # SPF, for MAIL and RCPT hooks to read
                     self._exact()
                     await self.settings.verifier.mail_started(
@@ -665,6 +683,8 @@ class ConnectionTask:
                 self._end = "closed by hook"
         # The engine decided what the reply means; the transaction follows it.
         if not engine.in_transaction:
+            if self.txn is not None:
+                self.txn.discard()  # RSET, HELO, a refused MAIL or BDAT chunk: nothing kept
             self.txn = None
             # A BDAT transfer ended by RSET, EHLO or a refused chunk: its deadline
             # must not carry over to the next message.
@@ -701,6 +721,8 @@ class ConnectionTask:
         if not await self._handshake(implicit=False):
             return False
         self.engine.tls_started()  # RFC 3207 §4.2: the engine forgets the session
+        if self.txn is not None:
+            self.txn.discard()
         self.txn = None
         reply = await self._hook_reply("STARTTLS")
         if reply is not None and not reply.is_positive:
@@ -756,22 +778,45 @@ class ConnectionTask:
 
     # ------------------------------------------------------------------ messages
 
+    async def _chunk_hook(self, txn: Transaction, chunk: bytes) -> None:
+        """The ``DATA_CHUNK`` hook: a refusal now is the reply after the final dot."""
+        self._disarm(self._hook_bound)
+        hooks = self.hooks
+        ctx = self._context("DATA_CHUNK", txn.mail, chunk=chunk, size=txn.body.size)
+        result = await hooks.call("DATA_CHUNK", hooks.hooks["DATA_CHUNK"], ctx, mail=txn.mail)
+        reply = await hooks.as_reply("DATA_CHUNK", result, txn.mail)
+        if reply is not None and not reply.is_positive:
+            txn.refuse(reply)
+
     async def _end_of_message(self, event: EndOfMessage) -> bool:
         self._data_deadline = None
         txn = self.txn
         assert txn is not None
-        mail = txn.finish()
         # The verifier has timeouts of its own (DNS), not hook_timeout.
         self._disarm(self._hook_bound if self.settings.verifier is None else None)
-        refusal = None
-        if self.settings.verifier is not None:  # DKIM, DMARC, ARC; refusal: dmarc_enforce
-            refusal = await self.settings.verifier.message_received(
-                mail, authserv_id=self.settings.hostname
-            )
+        refusal = txn.refusal
+        if refusal is None:
+            try:
+                mail = await txn.finish()
+            except Reply as storage_full:  # the spool disk was full: nothing was kept
+                refusal = storage_full
         if refusal is not None:
-            replies = await self.hooks.message_replies(refusal, mail, lmtp=self.config.lmtp)
-        else:
-            replies = await self.hooks.deliver(mail, self.settings.sink, lmtp=self.config.lmtp)
+            # SMTP has one reply for the message, LMTP one per recipient (RFC 2033 §4.2).
+            self.engine.respond([refusal] * (len(txn.mail.recipients) if self.config.lmtp else 1))
+            self._message_refused(refusal, txn)
+            return True
+        try:
+            verdict = None
+            if self.settings.verifier is not None:  # DKIM, DMARC, ARC; refusal: dmarc_enforce
+                verdict = await self.settings.verifier.message_received(
+                    mail, authserv_id=self.settings.hostname
+                )
+            if verdict is not None:
+                replies = await self.hooks.message_replies(verdict, mail, lmtp=self.config.lmtp)
+            else:
+                replies = await self.hooks.deliver(mail, self.settings.sink, lmtp=self.config.lmtp)
+        finally:
+            txn.release()
         self.engine.respond(replies)
         self.txn = None
         # SMTP has one reply for the whole message, LMTP one per recipient.

@@ -37,8 +37,9 @@ COMMAND_EVENTS: Final = (
     "STARTTLS",
     "AUTH",
 )
-#: Hooks for the life of a connection and a message.
-LIFECYCLE_EVENTS: Final = ("connect", "error", "done", "close")
+#: Hooks for the life of a connection and a message. ``DATA_CHUNK`` sees each piece of a
+#: body as it arrives (``ctx.chunk``) and may refuse the message early.
+LIFECYCLE_EVENTS: Final = ("connect", "error", "DATA_CHUNK", "done", "close")
 #: smtpjs spellings.
 ALIASES: Final = {"MAIL FROM": "MAIL", "RCPT TO": "RCPT"}
 EVENT_NAMES: Final = frozenset(COMMAND_EVENTS + LIFECYCLE_EVENTS) | frozenset(ALIASES)
@@ -137,7 +138,8 @@ class Context:
         authzid: For AUTH PLAIN, the authorization identity the client asked to act
             as (``""`` for none). One other than ``login`` is refused (535 5.7.8)
             unless the hook accepts the credentials.
-        size: For BDAT, the chunk size.
+        size: For BDAT, the chunk size; for DATA_CHUNK, the body's bytes so far.
+        chunk: For DATA_CHUNK, the piece of the body that just arrived (dot-unstuffed).
         last: For BDAT, whether it is the last chunk.
     """
 
@@ -156,3 +158,4 @@ class Context:
     authzid: str | None = None
     size: int | None = None
     last: bool | None = None
+    chunk: bytes | None = attrs.field(default=None, repr=False)

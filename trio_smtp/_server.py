@@ -30,6 +30,7 @@ from ._replies import BUSY
 from ._schema import Schema, make_schema
 from ._settings import Authenticator, ConnectionSettings
 from ._systemd import listen_fds, notify
+from ._spool import Spool
 from ._tls import server_ssl_context
 from ._transport import SocketTransport
 from .engine import EngineConfig
@@ -101,6 +102,13 @@ class Server:
             failure_delay=self.config.auth_failure_delay,
         )
         self._greeting = GreetingGuard(self.config.greet_delay)
+        #: Where message bodies past ``spool_memory`` go, and the memory budget
+        #: (``max_buffered_bytes``) all connections share.
+        self.spool = Spool(
+            spool_dir=self.config.spool_dir,
+            spool_memory=self.config.spool_memory,
+            max_buffered_bytes=self.config.max_buffered_bytes,
+        )
         #: The ``(host, port)`` of every listener, once :meth:`serve` has bound them.
         self.addresses: list[tuple[str, int]] = []
         self._connections: set[ConnectionTask] = set()
@@ -199,6 +207,7 @@ class Server:
             auth_guard=self.auth_guard,
             greeting=self._greeting,
             metrics=self.metrics,
+            spool=self.spool,
         )
 
     # ------------------------------------------------------------------ running
@@ -233,6 +242,10 @@ class Server:
                 self.engine_config = self._engine_config(self.hostname)
             self._settings = None
             self._settings = self._connection_settings()
+            # Spool files a killed server left in the instant before their unlink.
+            removed = await trio.to_thread.run_sync(self.spool.clean)
+            if removed:
+                self.logger.info(f"Removed {removed} leftover spool file(s)")
             listeners = await self._open_listeners()
             try:
                 await self._serve_listeners(listeners, task_status)

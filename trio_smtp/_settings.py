@@ -16,6 +16,7 @@ import attrs
 import trio
 
 from ._metrics import Metrics
+from ._spool import Spool
 
 if TYPE_CHECKING:
     from ._auth_guard import AuthGuard
@@ -52,6 +53,7 @@ class ConnectionSettings:
         auth_guard: The brakes on password guessing (failure budget, delay, threads).
         greeting: The wait before the greeting and its count of early talkers.
         metrics: The server's counters (a disabled :class:`~._metrics.Metrics` by default).
+        spool: Where message bodies go, with the memory budget all connections share.
     """
 
     config: ServerConfig
@@ -70,6 +72,7 @@ class ConnectionSettings:
     auth_guard: AuthGuard | None = None
     greeting: GreetingGuard | None = None
     metrics: Metrics = attrs.field(factory=lambda: Metrics(enabled=False))
+    spool: Spool = attrs.field(factory=Spool)
 
     def xclient_trusted(self, ip: str) -> bool:
         """Whether ``ip`` may send XCLIENT (``xclient_from``)."""

@@ -5,66 +5,22 @@ whenever the engine says no transaction is in progress any more (a refused MAIL,
 RSET, HELO, a refused BDAT chunk, the end of the message): the engine is the one
 owner of the session's sequencing, this object only collects what it accepted.
 
-The body sits behind a small interface (:class:`Body`: ``append``, ``finish``,
-``discard``, ``size``) so that where it is kept (memory today, a spool file past a
-threshold) can change without touching the connection task.
+The body is a spooled :class:`~._spool.Body`: in memory up to ``spool_memory``, then in
+an anonymous spool file, under the server's memory budget (see ``_spool.py``). Appending
+may wait (a write in a worker thread, or room in the budget): the connection reads no more
+input meanwhile, which is the back-pressure that keeps memory bounded.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from ._mail import Mail, Recipient
 
 if TYPE_CHECKING:
     from ._session import Session
-    from .engine import MailFrom, RcptTo
-
-
-class Body(Protocol):
-    """Where a message body goes while it arrives."""
-
-    @property
-    def size(self) -> int:
-        """Octets appended so far."""
-        ...
-
-    def append(self, chunk: bytes) -> None:
-        """Add the next piece of the (dot-unstuffed) body."""
-        ...
-
-    def finish(self) -> bytes:
-        """The whole body; the body is empty afterwards."""
-        ...
-
-    def discard(self) -> None:
-        """Drop what was received (a refused or interrupted message)."""
-        ...
-
-
-class MemoryBody:
-    """A body kept in memory, as a list of chunks joined once at the end."""
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def append(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._size += len(chunk)
-
-    def finish(self) -> bytes:
-        data = b"".join(self._chunks)
-        self.discard()
-        return data
-
-    def discard(self) -> None:
-        self._chunks = []
-        self._size = 0
+    from ._spool import Body, Spool
+    from .engine import MailFrom, RcptTo, Reply
 
 
 class Transaction:
@@ -72,18 +28,20 @@ class Transaction:
 
     Args:
         mail: The new mail (envelope from MAIL, no recipients yet).
-        body: Where the body goes (a :class:`MemoryBody` by default).
+        body: Where the body goes.
     """
 
-    def __init__(self, mail: Mail, body: Body | None = None) -> None:
+    def __init__(self, mail: Mail, body: Body) -> None:
         self.mail = mail
-        self.body: Body = body if body is not None else MemoryBody()
+        self.body = body
+        #: The reply a ``DATA_CHUNK`` hook refused the message with while it arrived.
+        self.refusal: Reply | None = None
 
     def __repr__(self) -> str:
         return f"<Transaction {self.mail.id} body={self.body.size} octets>"
 
     @classmethod
-    def start(cls, event: MailFrom, *, session: Session, mail_id: str) -> Transaction:
+    def start(cls, event: MailFrom, *, session: Session, mail_id: str, spool: Spool) -> Transaction:
         """A transaction for an accepted (or about to be answered) MAIL command."""
         return cls(
             Mail(
@@ -97,7 +55,8 @@ class Transaction:
                 ret=event.ret,
                 envid=event.envid,
                 auth=event.auth,
-            )
+            ),
+            spool.body(),
         )
 
     def add_recipient(self, event: RcptTo) -> None:
@@ -111,15 +70,33 @@ class Transaction:
             )
         )
 
-    def append(self, chunk: bytes) -> None:
-        """Add a piece of the body."""
-        self.body.append(chunk)
+    async def append(self, chunk: bytes) -> None:
+        """Add a piece of the body (dropped, but counted, once the message is refused)."""
+        await self.body.append(chunk)
 
-    def finish(self) -> Mail:
-        """The complete mail, its content set from the body."""
-        self.mail.content = self.body.finish()
+    def refuse(self, reply: Reply) -> None:
+        """Refuse the message before its end: the rest is read and dropped."""
+        self.refusal = reply
+        self.body.discard()
+
+    async def finish(self) -> Mail:
+        """The complete mail, its body attached (in memory or spooled).
+
+        Raises:
+            trio_smtp.engine.Reply: ``452 4.3.1`` when the spool disk was full; the body is
+                gone then.
+        """
+        await self.body.finish()
+        self.mail._body = self.body  # read on first use: mail.content, open(), open_file()
         return self.mail
 
+    def release(self) -> None:
+        """The message was answered: its memory goes back to the server's budget.
+
+        The bytes stay readable for as long as someone holds the :class:`Mail`.
+        """
+        self.body.release()
+
     def discard(self) -> None:
-        """Drop the body received so far."""
+        """Drop the body received so far (refused, reset, timed out or cut off)."""
         self.body.discard()
