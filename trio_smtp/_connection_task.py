@@ -36,6 +36,7 @@ from ._early_talkers import TALKED_FIRST
 from ._hooks import HookReturnError, HookRunner, HookTimeout
 from ._limits import AddressLimiter
 from ._logger import bind
+from ._mail import Mail
 from ._message_log import log_message
 from ._names import hostport, loggable, new_session_id
 from ._proxy_reader import accept_proxy_header
@@ -410,13 +411,7 @@ class ConnectionTask:
                 replies = 0
                 continue
             if type(event) is MessageData:
-                txn = self.txn
-                assert txn is not None
-                # May wait for a spool write or for room in the memory budget: no more
-                # input is read meanwhile (back-pressure), under the data deadline.
-                await txn.append(event.data)
-                if "DATA_CHUNK" in self.hooks.hooks and txn.refusal is None:
-                    await self._chunk_hook(txn, event.data)
+                await self._body_data(event.data)
                 continue
             handler = handlers.get(type(event))
             if handler is None:
@@ -778,6 +773,17 @@ class ConnectionTask:
 
     # ------------------------------------------------------------------ messages
 
+    async def _body_data(self, chunk: bytes) -> None:
+        # A method, not inline in the loop: no local of the loop may hold the
+        # transaction, whose Mail (and spool file) must go when the message is done.
+        txn = self.txn
+        assert txn is not None
+        # May wait for a spool write or for room in the memory budget: no more input is
+        # read meanwhile (back-pressure), under the data deadline.
+        await txn.append(chunk)
+        if "DATA_CHUNK" in self.hooks.hooks and txn.refusal is None:
+            await self._chunk_hook(txn, chunk)
+
     async def _chunk_hook(self, txn: Transaction, chunk: bytes) -> None:
         """The ``DATA_CHUNK`` hook: a refusal now is the reply after the final dot."""
         self._disarm(self._hook_bound)
@@ -827,7 +833,9 @@ class ConnectionTask:
             if reply.is_positive
         ]
         if not accepted:
-            self._message_refused(replies[0], txn)
+            # Released above, not discarded: the hook saw the Mail and may keep it; its
+            # spool file closes when the last reference to the Mail goes.
+            self._message_refused(replies[0], None, mail)
             return True
         self.session.messages += 1
         self.metrics.message("accepted", mail.content_size)
@@ -850,9 +858,11 @@ class ConnectionTask:
         self._message_refused(event.reply, self.txn)
         return True
 
-    def _message_refused(self, reply: Reply, txn: Transaction | None) -> None:
-        mail = txn.mail if txn is not None else None
+    def _message_refused(
+        self, reply: Reply, txn: Transaction | None, mail: Mail | None = None
+    ) -> None:
         if txn is not None:
+            mail = txn.mail
             txn.discard()
         # A temporary refusal (a failing hook or sink, a full disk) is a failure on our side.
         self.metrics.message("failed" if reply.code // 100 == 4 else "refused")

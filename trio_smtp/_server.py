@@ -29,8 +29,8 @@ from ._reload import reload
 from ._replies import BUSY
 from ._schema import Schema, make_schema
 from ._settings import Authenticator, ConnectionSettings
-from ._systemd import listen_fds, notify
 from ._spool import Spool
+from ._systemd import listen_fds, notify
 from ._tls import server_ssl_context
 from ._transport import SocketTransport
 from .engine import EngineConfig

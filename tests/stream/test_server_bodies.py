@@ -255,3 +255,20 @@ async def test_the_chunk_hook_sees_the_body_and_can_refuse_it_midway(tmp_path: P
         assert (await client.transaction(b"Subject: ok\r\n\r\nfine\r\n")).code == 250
         assert seen[calls:] == [len(b"Subject: ok\r\n\r\nfine\r\n")]
         assert len(delivered) == 1
+
+
+async def test_a_mail_kept_by_the_done_hook_stays_readable_until_dropped(tmp_path: Path) -> None:
+    kept: list[Mail] = []
+
+    async def done(mail: Mail) -> None:
+        kept.append(mail)
+
+    async with serving({"events": {"done": done}}, spool_dir=str(tmp_path), **SMALL) as srv:
+        client = await srv.connect()
+        await client.greet()
+        assert (await client.transaction(_stuffed(CONTENT))).code == 250
+        assert len(spool_fds(tmp_path)) == 1  # the Mail holds its spooled body
+        with kept[0].open_file() as f:
+            assert await trio.to_thread.run_sync(f.read) == CONTENT
+        kept.clear()
+        assert spool_fds(tmp_path) == []
