@@ -85,7 +85,7 @@ __all__ = ["FAREWELL_TIMEOUT", "ConnectionTask", "HookReturnError", "HookTimeout
 
 #: Bytes asked of the transport per read while reading commands, and while reading a body.
 COMMAND_READ_SIZE: Final = 16384
-BODY_READ_SIZE: Final = 262144
+BODY_READ_SIZE: Final = 65536
 #: Replies handled between two flushes while commands are pipelined. A client that
 #: pipelines and never reads then blocks the task after this many replies (its socket
 #: buffer is full), so the input stops being read and unsent output stays bounded
@@ -779,7 +779,9 @@ class ConnectionTask:
         txn = self.txn
         assert txn is not None
         # May wait for a spool write or for room in the memory budget: no more input is
-        # read meanwhile (back-pressure), under the data deadline.
+        # read meanwhile (back-pressure), under the exact data deadline (not a stale one:
+        # only a receive is retried when that fires, see _loop).
+        self._exact()
         await txn.append(chunk)
         if "DATA_CHUNK" in self.hooks.hooks and txn.refusal is None:
             await self._chunk_hook(txn, chunk)
