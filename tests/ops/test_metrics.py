@@ -167,3 +167,27 @@ async def test_the_library_exposes_the_same_counters() -> None:
     assert metrics.value("trio_smtp_replies_total", code="250") == 4  # EHLO MAIL RCPT DATA
     with pytest.raises(TypeError, match="metrics"):
         Server(None, {"metrics": object()})
+
+
+def test_tls_handshakes_are_counted(tls_files: dict[str, Path]) -> None:
+    import socket
+
+    openssl = require_tool("openssl")
+    with cli(
+        "--port", "0", "--tls-port", "0", "--hostname", "mx.test", "--metrics", "127.0.0.1:0",
+        "--tls-cert", str(tls_files["cert"]), "--tls-key", str(tls_files["key"]),
+    ) as server:  # fmt: skip
+        url = metrics_url(server)
+        tls_port = int(server.wait_err(r"port: (\d+) \(smtps\)")[1])
+        ok = subprocess.run(
+            [openssl, "s_client", "-connect", f"127.0.0.1:{tls_port}", "-quiet"],
+            input="QUIT\r\n", capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+        assert "220 " in ok.stdout
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=TIMEOUT) as plain:
+            plain.sendall(b"EHLO not-tls\r\n")  # not a ClientHello
+            plain.recv(100)
+        values = wait_closed(url, 2)
+        assert server.stop() == 0
+    assert values['trio_smtp_tls_handshakes_total{result="ok"}'] == 1
+    assert values['trio_smtp_tls_handshakes_total{result="failed"}'] == 1
