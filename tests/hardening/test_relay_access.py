@@ -226,3 +226,25 @@ async def test_relayed_message_starting_with_whitespace_keeps_out_of_our_trace()
     assert header.startswith(b"Received: from ")
     assert b"trusted.example" not in header
     assert rest.startswith(b"\tby trusted.example with ESMTPS\r\n")
+
+
+async def test_relay_from_uses_the_address_xclient_gives() -> None:
+    """Postfix's XCLIENT from a trusted proxy: the client it names is who relays."""
+    config = {"relay_from": ["192.0.2.0/24"], "xclient_from": ["127.0.0.0/8"]}
+    async with relay_pair(config) as (front, _stored):
+
+        def rcpt_as(addr: str) -> Callable[[smtplib.SMTP], tuple[int, bytes]]:
+            def use(client: smtplib.SMTP) -> tuple[int, bytes]:
+                client.ehlo()
+                code, _ = client.docmd("XCLIENT", f"ADDR={addr}")
+                assert code == 220
+                client.ehlo()
+                client.mail("ann@client.test")
+                return client.rcpt("victim@elsewhere.example")
+
+            return use
+
+        inside = await smtp(front.port, rcpt_as("192.0.2.7"))
+        outside = await smtp(front.port, rcpt_as("198.51.100.7"))
+    assert inside[0] == 250
+    assert outside == DENIED
