@@ -185,9 +185,12 @@ def test_lower_case_last_is_accepted() -> None:
     assert driver.send(b"bdat 2 last\r\nhi") == ACCEPTED
 
 
-def test_bdat_when_chunking_is_off_is_not_implemented() -> None:
+def test_bdat_when_chunking_is_off_is_not_implemented_and_its_octets_swallowed() -> None:
     driver = in_transaction(EngineConfig(chunking=False))
-    assert driver.send(b"BDAT 2\r\n") == b"502 5.5.1 command not implemented\r\n"
+    out = driver.send(b"BDAT 6\r\nRSET\r\nNOOP\r\n")
+    assert out == b"502 5.5.1 command not implemented\r\n250 2.0.0 OK\r\n"
+    assert driver.engine.phase is Phase.RCPT  # the RSET inside the chunk never ran
+    assert not driver.content()
 
 
 def test_bdat_refused_by_sequencing_still_swallows_its_octets() -> None:

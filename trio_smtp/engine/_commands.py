@@ -321,9 +321,6 @@ def _bdat(config: EngineConfig, session: SessionView, raw: bytes) -> ChunkStarte
     """A BDAT line (RFC 3030 §2): ``"BDAT" SP chunk-size [ SP end-marker ]``, nothing
     more: no extra space, no tab, no sign, ASCII digits only (leading zeros allowed)."""
     text = raw.decode("ascii", "replace")
-    if not config.chunking:
-        # Not advertised, so no client may send it: not implemented.
-        return Refused(text[:40], NOT_IMPLEMENTED)
     m = None
     if raw.isascii() and raw[:5].upper() == b"BDAT ":
         m = _BDAT_ARGUMENT.match(text, 5)
@@ -345,6 +342,10 @@ def _bdat(config: EngineConfig, session: SessionView, raw: bytes) -> ChunkStarte
 def _bdat_refusal(config: EngineConfig, session: SessionView, size: int) -> Reply | None:
     """The reply a BDAT chunk of ``size`` octets gets, if refused: the chunk's octets
     follow whatever its fate, so a refused chunk is still read and thrown away."""
+    if not config.chunking:
+        # Not advertised, so no client may send it: 502, but its octets are still
+        # swallowed, never run as commands.
+        return NOT_IMPLEMENTED
     try:
         gate(config, session, "BDAT")
     except RemoteProtocolError as exc:

@@ -11,7 +11,7 @@ answered in one write, RFC 2920 §3.1) and before closing or starting TLS.
 
 Who does what: ``_commands.py`` parses command lines (it reads the session, never
 changes it); :class:`~._state.SessionState` applies the caller's answer to a command;
-``_data.py`` reads bodies. This module moves bytes between them, keeps the input
+``_body.py`` reads bodies. This module moves bytes between them, keeps the input
 state (:class:`~._state.State`) and the counters that end a session.
 
 The engine holds no clock and does no I/O: timeouts, hooks and sockets belong to the
