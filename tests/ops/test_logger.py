@@ -146,3 +146,36 @@ async def test_maildir_delivery_is_logged_with_the_file_written(tmp_path: object
     written = line.split(" path=", 1)[1]
     assert written.startswith(f"{path}/new/")
     assert (await trio.Path(written).read_bytes()).endswith(b"body\r\n")
+
+
+async def test_a_failing_hook_is_logged_at_error_with_its_name_and_traceback() -> None:
+    import smtplib
+
+    from trio_smtp import Server
+
+    def rcpt(ctx: object) -> None:
+        {}["missing"]  # a bug in the application's hook
+
+    out = io.StringIO()
+    server = Server(
+        {"events": {"RCPT": rcpt}, "config": {"port": 0, "hostname": "mx.test"}},
+        {"logger": Logger(stream=out)},
+    )
+    async with trio.open_nursery() as nursery:
+        [(host, port)] = await nursery.start(server.serve)
+
+        def client() -> int:
+            with smtplib.SMTP(host, port, timeout=20) as smtp:
+                smtp.ehlo()
+                smtp.mail("a@x.test")
+                return smtp.rcpt("b@y.test")[0]
+
+        assert await trio.to_thread.run_sync(client) == 451
+        await server.wait_connections(0)
+        server.shutdown()
+    text = out.getvalue()
+    [line] = [ln for ln in text.splitlines() if "[ERROR]" in ln]
+    assert "Hook 'RCPT' failed: id=" in line
+    assert "KeyError('missing')" in line
+    assert "    Traceback (most recent call last):" in text
+    assert "in rcpt\n" in text or "in rcpt" in text
