@@ -285,6 +285,19 @@ def as_logger(obj: object) -> LoggerLike:
     return obj
 
 
+def writes(logger: LoggerLike, level: str) -> bool:
+    """Whether ``logger`` would write a record at ``level`` (``True`` when it cannot tell).
+
+    Lets a caller skip the work of building a record nobody reads (the Subject of every
+    message, parsed for the message log line).
+    """
+    if isinstance(logger, Logger):
+        return logger.enabled(level)
+    if isinstance(logger, StdlibLogger):
+        return logger.logger.isEnabledFor(_STDLIB[level])
+    return True
+
+
 def emit(
     logger: LoggerLike,
     level: str,
