@@ -374,9 +374,19 @@ def _server_args(scenario: Scenario, certs: CertPair | None) -> tuple[str, ...]:
     return ()
 
 
+def _maildir_args(kind: str, directory: Path) -> tuple[str, ...]:
+    """Flags that make ``kind`` store every message in a Maildir (``--maildir``)."""
+    for sub in ("tmp", "new", "cur"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    if kind == "trio_smtp":
+        return ("--sink", "maildir", "--maildir", str(directory))
+    return ("--maildir", str(directory))  # aiosmtpd: aiosmtpd.handlers.Mailbox
+
+
 def run_scenario(
     scenario: Scenario,
     *,
+    maildir: bool = False,
     kinds: tuple[str, ...],
     reps: int,
     quick: bool,
@@ -415,7 +425,8 @@ def run_scenario(
                     start_server(
                         kind,
                         label=label,
-                        extra_args=_server_args(scenario, certs),
+                        extra_args=_server_args(scenario, certs)
+                        + (_maildir_args(kind, log_dir / f"maildir-{label}") if maildir else ()),
                         log_dir=log_dir,
                     )
                 )
@@ -620,9 +631,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="re-measure a run disturbed by other processes up to this many times (default 1)",
     )
+    parser.add_argument(
+        "--maildir",
+        action="store_true",
+        help="store every message in a Maildir instead of dropping it (trio_smtp's MaildirSink, "
+        "aiosmtpd's Mailbox handler; not smtp-server)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
     kinds = tuple(args.servers.split(","))
+    if args.maildir and not set(kinds) <= {"trio_smtp", "aiosmtpd"}:
+        parser.error(f"--maildir works with trio_smtp and aiosmtpd only, not {args.servers!r}")
     if len(kinds) < 2 or any(kind not in SERVER_SCRIPTS for kind in kinds):
         parser.error(
             f"--servers must be two or more of {sorted(SERVER_SCRIPTS)!r}, not {args.servers!r}"
@@ -650,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(
                 run_scenario(
                     scenario,
+                    maildir=args.maildir,
                     kinds=args.kinds,
                     reps=reps,
                     quick=args.quick,
