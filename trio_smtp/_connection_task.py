@@ -778,11 +778,12 @@ class ConnectionTask:
         # transaction, whose Mail (and spool file) must go when the message is done.
         txn = self.txn
         assert txn is not None
-        # May wait for a spool write or for room in the memory budget: no more input is
-        # read meanwhile (back-pressure), under the exact data deadline (not a stale one:
-        # only a receive is retried when that fires, see _loop).
-        self._exact()
-        await txn.append(chunk)
+        if not txn.append_nowait(chunk):
+            # Waits for a spool write or for room in the memory budget: no more input is
+            # read meanwhile (back-pressure), under the exact data deadline (not a stale
+            # one: only a receive is retried when that fires, see _loop).
+            self._exact()
+            await txn.append(chunk)
         if "DATA_CHUNK" in self.hooks.hooks and txn.refusal is None:
             await self._chunk_hook(txn, chunk)
 

@@ -244,6 +244,31 @@ class Body:
 
     # ------------------------------------------------------------------ filling
 
+    def append_nowait(self, data: bytes) -> bool:
+        """:meth:`append` when it returns at once (the piece fits in memory and in the
+        budget, or is only counted); ``False``, having changed nothing, when it would
+        write to the spool file or wait for room: then call :meth:`append`.
+
+        Lets the caller skip preparing for a wait (its I/O deadline) on the common path.
+        """
+        n = len(data)
+        if self._error is not None or self._discarded or not n:
+            self.size += n
+            return True
+        budget = self._spool.budget
+        if self._file is None and not self._no_spool:
+            fits = self.size + n <= self._spool.spool_memory
+        elif self._file is not None:
+            fits = self._held + n < WRITE_SIZE
+        else:
+            return False
+        if not fits or not budget.try_take(n):
+            return False
+        self.size += n
+        self._chunks.append(data)
+        self._held += n
+        return True
+
     async def append(self, data: bytes) -> None:
         """Add the next piece of content.
 

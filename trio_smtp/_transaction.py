@@ -70,6 +70,10 @@ class Transaction:
             )
         )
 
+    def append_nowait(self, chunk: bytes) -> bool:
+        """Add a piece of the body if that needs no wait (see :meth:`Body.append_nowait`)."""
+        return self.body.append_nowait(chunk)
+
     async def append(self, chunk: bytes) -> None:
         """Add a piece of the body (dropped, but counted, once the message is refused)."""
         await self.body.append(chunk)

@@ -241,3 +241,32 @@ def test_bad_sizes_are_refused() -> None:
         Spool(spool_memory=-1)
     with pytest.raises(ValueError, match="max_buffered_bytes must not be negative, not -5"):
         MemoryBudget(-5)
+
+
+async def test_append_nowait_takes_what_fits_and_leaves_the_rest_to_append(
+    tmp_path: Path,
+) -> None:
+    # The connection task appends without preparing for a wait while this says yes; a
+    # "no" must change nothing, so that append() then does the whole job.
+    spool = Spool(spool_dir=tmp_path, spool_memory=10, max_buffered_bytes=1000)
+    body = spool.body()
+    assert body.append_nowait(b"12345")
+    assert body.append_nowait(b"67890")
+    assert (body.size, spool.budget.used, body.spooled) == (10, 10, False)
+    assert not body.append_nowait(b"x")  # past spool_memory: append must spill
+    assert (body.size, spool.budget.used, body.spooled) == (10, 10, False)
+    await body.append(b"x")
+    assert body.spooled
+    await body.finish()
+    assert body.read_bytes() == b"1234567890x"
+    body.release()
+    assert spool.budget.used == 0
+
+
+async def test_append_nowait_says_no_when_the_budget_is_spent(tmp_path: Path) -> None:
+    spool = Spool(spool_dir=tmp_path, spool_memory=100, max_buffered_bytes=8)
+    body = spool.body()
+    assert body.append_nowait(b"12345678")
+    assert not body.append_nowait(b"9")  # memory allows it, the server-wide budget not
+    assert (body.size, spool.budget.used) == (8, 8)
+    body.discard()
