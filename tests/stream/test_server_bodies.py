@@ -272,3 +272,48 @@ async def test_a_mail_kept_by_the_done_hook_stays_readable_until_dropped(tmp_pat
             assert await trio.to_thread.run_sync(f.read) == CONTENT
         kept.clear()
         assert spool_fds(tmp_path) == []
+
+
+async def test_leftover_spool_files_are_removed_when_the_server_starts(tmp_path: Path) -> None:
+    (tmp_path / f"{_spool.SPOOL_PREFIX}killed").write_bytes(b"half a body")
+    (tmp_path / "not-ours").write_bytes(b"keep")
+    async with serving(None, spool_dir=str(tmp_path)):
+        assert sorted(os.listdir(tmp_path)) == ["not-ours"]
+
+
+async def test_without_a_spool_a_full_budget_pauses_reading_instead_of_growing(
+    tmp_path: Path,
+) -> None:
+    body = (b"y" * 78 + b"\r\n") * 1500  # 120,000 bytes
+    config = {
+        "spool_dir": str(tmp_path / "missing"),
+        "spool_memory": 0,
+        "max_buffered_bytes": 200_000,
+    }
+    async with serving(None, **config) as srv:
+        budget = srv.server.spool.budget
+        first = await _open_body(srv, body)
+        await _until(lambda: budget.used >= len(body) - 2)  # the engine holds the last CRLF
+        second = await _open_body(srv, body)
+        await second.send(b".\r\n")
+        # The second body does not fit next to the first: its connection stops reading.
+        await _until(lambda: budget.used > len(body))
+        with trio.move_on_after(0.3):
+            await second.reply()
+            pytest.fail("the second message was answered while the budget was full")
+        assert budget.used <= budget.limit
+        await first.send(b".\r\n")
+        assert (await first.reply()).code == 250
+        assert (await second.reply()).code == 250
+        assert [m.content for m in srv.messages] == [body, body]
+        assert budget.used == 0
+
+
+async def _open_body(srv: Any, body: bytes) -> SMTPClient:
+    client: SMTPClient = await srv.connect()
+    await client.greet()
+    await client.expect("MAIL FROM:<a@x.test>", 250)
+    await client.expect("RCPT TO:<b@y.test>", 250)
+    await client.expect("DATA", 354)
+    await client.send(body)
+    return client
