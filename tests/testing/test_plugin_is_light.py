@@ -109,7 +109,13 @@ def test_a_trio_fixture_in_an_unmarked_test_says_what_to_do(tmp_path: Path) -> N
             pass
         """,
     )
-    assert out.count("mark it @pytest.mark.trio, or set trio_mode = true") == 2, out
+    # Each error is reported in its section and, under -ra, again in the short summary.
+    assert "2 errors" in out, out
+    for fixture in ("smtp_server", "smtp_server_factory"):
+        assert (
+            f"{fixture} runs in the test's Trio event loop: make the test `async def` and "
+            "mark it @pytest.mark.trio, or set trio_mode = true" in out
+        ), out
 
 
 def test_a_trio_fixture_without_pytest_trio_says_what_to_install(tmp_path: Path) -> None:
