@@ -111,6 +111,27 @@ def test_server_close_records_the_reason_given() -> None:
     assert engine.data_to_send().endswith(b"421 4.4.2 idle too long\r\n")
 
 
+def test_a_421_answer_records_the_reason_given() -> None:
+    engine = Engine()
+    engine.greet()
+    engine.receive_data(b"EHLO c\r\nNOOP\r\n")
+    engine.next_event()
+    engine.respond()
+    engine.next_event()
+    engine.respond(Reply(421, "4.3.2 going down"), reason="server shutdown")
+    assert engine.session.close_reason == "server shutdown"
+    assert engine.data_to_send().endswith(b"421 4.3.2 going down\r\n")
+
+
+def test_a_positive_answer_ignores_the_reason() -> None:
+    engine = Engine()
+    engine.greet()
+    engine.receive_data(b"NOOP\r\n")
+    engine.next_event()
+    engine.respond(reason="never")
+    assert engine.session.close_reason is None
+
+
 def test_implicit_tls_is_a_session_fact() -> None:
     assert Engine(tls_active=True).session.tls_active is True
     assert Engine().session.tls_active is False

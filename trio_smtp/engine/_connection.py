@@ -280,13 +280,17 @@ class Engine:
             if event is not None:
                 return self._emit(event)
 
-    def respond(self, reply: Reply | Sequence[Reply] | None = None) -> None:
+    def respond(
+        self, reply: Reply | Sequence[Reply] | None = None, *, reason: str = "closed"
+    ) -> None:
         """Answer the pending event.
 
         Args:
             reply: ``None`` for the event's default reply; a :class:`Reply`; or for an
                 LMTP :class:`EndOfMessage`, one reply per recipient (a single reply is
                 repeated for each).
+            reason: The close reason recorded in :attr:`session` if the reply ends the
+                session (a 421); the default is ``"closed"``.
         """
         event = self._pending
         if event is None:
@@ -299,7 +303,7 @@ class Engine:
             for r in replies:
                 self._send(r)
             if any(r.code == 421 for r in replies):
-                self._close("closed")
+                self._close(reason)
             return
         assert isinstance(event, Command)
         if reply is None:
@@ -307,7 +311,7 @@ class Engine:
         elif not isinstance(reply, Reply):
             raise LocalProtocolError(f"expected a Reply, not {reply!r}")
         self._pending = None
-        self._apply(event, reply)
+        self._apply(event, reply, reason)
 
     # ------------------------------------------------------------------ internals
 
@@ -459,7 +463,7 @@ class Engine:
 
     # ------------------------------------------------------------------ answers
 
-    def _apply(self, event: Command, reply: Reply) -> None:
+    def _apply(self, event: Command, reply: Reply, reason: str) -> None:
         positive = reply.code < 400
         kind = type(event)
         if kind is Helo or (positive and kind is Xclient):
@@ -473,7 +477,7 @@ class Engine:
         elif self._count_error(reply):
             return
         if reply.code == 421:
-            self._close("closed")
+            self._close(reason)
             return
         # SessionState.answered() and the engine's own after-effects, one look-up.
         steps = _ON_ANSWER.get(kind)

@@ -284,7 +284,8 @@ class ConnectionClosed(Event):
 
     Attributes:
         reason: ``"quit"``, ``"eof"``, ``"closed"`` (a 421 was sent),
-            ``"starttls-injection"``, ``"proxy-error"``, ``"auth-failures"``.
+            ``"starttls-injection"``, ``"proxy-error"``, ``"auth-failures"``, or the
+            reason the caller gave :meth:`Engine.close` or :meth:`Engine.respond`.
     """
 
     reason: str
