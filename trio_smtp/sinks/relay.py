@@ -26,13 +26,17 @@ Decisions worth knowing:
   ``ORCPT``) when it advertises ``DSN``. An SMTPUTF8 message is refused (554 5.6.7) by an
   upstream without SMTPUTF8, as RFC 6531 §3.2 requires, instead of being downgraded. 8-bit
   content goes out unconverted to an upstream without 8BITMIME.
+* **The body streams.** It is read from the spool (:meth:`~trio_smtp.Mail.open_file`) in
+  the worker thread and sent in pieces, never loaded whole; ``SIZE`` gives the size the
+  spool knows (RFC 1870 calls it an estimate).
 * **The body never ends DATA early upstream.** A text body (7BIT, 8BITMIME) goes out with
   every lone CR or LF turned into CRLF and every line that starts with a dot stuffed, both
   done here rather than by :mod:`smtplib` (which stuffs only after LF and passes a lone CR
-  through): no upstream, however lenient, can read ``<CR>.<CR><LF>`` or ``<LF>.<LF>`` as the
-  end of data and what follows as commands (SMTP smuggling). A ``BODY=BINARYMIME`` message
-  goes with ``BDAT`` chunks, octet for octet, to an upstream that offers CHUNKING and
-  BINARYMIME (RFC 3030), and is refused (554 5.6.3) by any other.
+  through), piece by piece (:mod:`trio_smtp.sinks._data_stream`): no upstream, however
+  lenient, can read ``<CR>.<CR><LF>`` or ``<LF>.<LF>`` as the end of data and what follows
+  as commands (SMTP smuggling). A ``BODY=BINARYMIME`` message goes with ``BDAT`` chunks,
+  octet for octet, to an upstream that offers CHUNKING and BINARYMIME (RFC 3030), and is
+  refused (554 5.6.3) by any other.
 * **Failures to reach the upstream** (refused connection, timeout, a dropped connection) give
   451 4.4.1, so the sender retries later.
 """
@@ -47,10 +51,15 @@ from typing import TYPE_CHECKING, Final, Literal
 import trio
 
 from .._received import end_of_trace, printable, received_header
+from .._spool import READ_SIZE
 from ..engine import Reply
-from ..verify._header import delivery_parts
+from ..verify._header import auth_header, delivery_file
+from ._data_stream import DataEncoder
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import BinaryIO
+
     from .._mail import Mail, Recipient
 
 #: Seconds each network operation with the upstream may take, by default.
@@ -66,11 +75,6 @@ _PERMANENT_CODES: Final = frozenset({550, 551, 552, 553, 554})
 
 # RFC 3463 §2: class.subject.detail at the start of the reply text.
 _ENHANCED: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\s*")
-# Bytes DATA cannot carry safely: an upstream that ends DATA on a bare CR or LF would read
-# what follows as commands (SMTP smuggling).
-_BARE_CR_OR_LF: Final = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-# A line that starts with a dot, at the start of the body or after CRLF.
-_DOT_LINE: Final = re.compile(rb"(?:^|(?<=\r\n))\.")
 # RFC 3461 §4: xtext and the keywords are printable ASCII without spaces or '='.
 _SAFE_PARAM_VALUE: Final = re.compile(r"[\x21-\x3c\x3e-\x7e]+")
 _MAX_REPLY_TEXT: Final = 400
@@ -200,25 +204,33 @@ class RelaySink:
                 ``451 4.4.1`` when it cannot be reached, or one of the refusals described in
                 the module docstring.
         """
-        ours, content = delivery_parts(mail, mail.content)  # Authentication-Results
-        data = received_header(mail) + ours + end_of_trace(content) + content
+        headers = received_header(mail) + auth_header(mail)
         hostname = self.local_hostname or mail.session.hostname
-        await trio.to_thread.run_sync(self._relay, mail, data, hostname, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(self._relay, mail, headers, hostname, abandon_on_cancel=True)
 
-    def _relay(self, mail: Mail, data: bytes, hostname: str) -> None:
+    def _relay(self, mail: Mail, headers: bytes, hostname: str) -> None:
         try:
-            try:
-                smtp = self._connect(hostname, tls=self.starttls != "never")
-            except _HandshakeFailed:
-                smtp = self._connect(hostname, tls=False)
-            try:
-                self._transaction(smtp, mail, data)
+            # The body is read from the spool piece by piece as it goes out, never whole.
+            with delivery_file(mail) as body:
+                first = body.read(READ_SIZE)
+                message = _Message(
+                    first=headers + end_of_trace(first) + first,
+                    rest=body,
+                    # RFC 1870 §4: an estimate (forged fields removed, line ends fixed).
+                    size=len(headers) + len(end_of_trace(first)) + mail.content_size,
+                )
                 try:
-                    smtp.quit()
-                except (smtplib.SMTPException, OSError):
-                    pass  # The upstream has the message; how it says goodbye does not matter.
-            finally:
-                smtp.close()
+                    smtp = self._connect(hostname, tls=self.starttls != "never")
+                except _HandshakeFailed:
+                    smtp = self._connect(hostname, tls=False)
+                try:
+                    self._transaction(smtp, mail, message)
+                    try:
+                        smtp.quit()
+                    except (smtplib.SMTPException, OSError):
+                        pass  # The upstream has the message; how it says goodbye does not matter.
+                finally:
+                    smtp.close()
         except smtplib.SMTPResponseException as exc:
             raise _upstream_reply(exc.smtp_code, exc.smtp_error, "replied") from exc
         except OSError as exc:  # smtplib.SMTPException, ssl.SSLError and socket errors
@@ -277,7 +289,7 @@ class RelaySink:
         except smtplib.SMTPNotSupportedError as exc:
             raise Reply(451, "4.7.0 upstream does not offer AUTH") from exc
 
-    def _transaction(self, smtp: smtplib.SMTP, mail: Mail, data: bytes) -> None:
+    def _transaction(self, smtp: smtplib.SMTP, mail: Mail, data: _Message) -> None:
         options = []
         binary = mail.body_type == "BINARYMIME"
         if binary:
@@ -285,10 +297,8 @@ class RelaySink:
             # cannot carry a lone CR or LF, and converting would break the content.
             if not (smtp.has_extn("chunking") and smtp.has_extn("binarymime")):
                 raise Reply(554, "5.6.3 upstream cannot take binary content (no BINARYMIME)")
-        else:
-            data = data_safe(data)
         if smtp.has_extn("size"):
-            options.append(f"SIZE={len(data)}")  # RFC 1870: lets the upstream refuse early
+            options.append(f"SIZE={data.size}")  # RFC 1870: lets the upstream refuse early
         if binary:
             options.append("BODY=BINARYMIME")
         elif mail.body_type != "7BIT" and smtp.has_extn("8bitmime"):
@@ -338,29 +348,37 @@ class RelaySink:
                 raise _upstream_reply(code, message, what)
 
 
-def data_safe(data: bytes) -> bytes:
-    """A text body as DATA may carry it: every line ending CRLF, nothing else.
+class _Message:
+    """What goes upstream: our headers and the first piece, then the rest of the body file."""
 
-    A lone CR or LF becomes CRLF (what ``--bare-lf normalize`` does on the way in), so
-    that no upstream, however lenient, can find an end of data (``<LF>.<LF>``,
-    ``<CR>.<CR><LF>``) that the sender hid in the body (SMTP smuggling).
-    """
-    return _BARE_CR_OR_LF.sub(b"\r\n", data)
+    def __init__(self, *, first: bytes, rest: BinaryIO, size: int) -> None:
+        self.first = first
+        self.rest = rest
+        self.size = size
+
+    def pieces(self, size: int) -> Iterator[bytes]:
+        """The whole message in order, in pieces of about ``size`` bytes (never empty)."""
+        if self.first:
+            yield self.first
+        while piece := self.rest.read(size):
+            yield piece
 
 
-def _send_data(smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
-    """DATA with dot-stuffing done here, on a body :func:`data_safe` made (RFC 5321 §4.5.2).
+def _send_data(smtp: smtplib.SMTP, data: _Message) -> tuple[int, bytes]:
+    """DATA, with line ends fixed and dots stuffed here (RFC 5321 §4.5.2).
 
-    smtplib stuffs only dots after an LF and sends the rest as given; doing it here, on
-    CRLF lines, keeps every byte that goes out under our control.
+    smtplib stuffs only dots after an LF and passes a lone CR through; doing it here, on
+    CRLF lines (:class:`~trio_smtp.sinks._data_stream.DataEncoder`), keeps every byte that
+    goes out under our control, and streams the body in pieces.
     """
     code, message = smtp.docmd("DATA")
     if code != 354:
         raise smtplib.SMTPDataError(code, message)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    stuffed = _DOT_LINE.sub(b"..", data)
-    smtp.send(stuffed + b".\r\n")
+    encoder = DataEncoder()
+    for piece in data.pieces(READ_SIZE):
+        if out := encoder.feed(piece):
+            smtp.send(out)
+    smtp.send(encoder.end())
     return smtp.getreply()
 
 
@@ -368,13 +386,19 @@ def _send_data(smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
 BDAT_CHUNK: Final = 1024 * 1024
 
 
-def _send_bdat(smtp: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
-    """The body as BDAT chunks (RFC 3030 §2): exact octets, no stuffing, no line rules."""
-    view = memoryview(data)
+def _send_bdat(smtp: smtplib.SMTP, data: _Message) -> tuple[int, bytes]:
+    """The body as BDAT chunks (RFC 3030 §2): exact octets, no stuffing, no line rules.
+
+    One chunk is read ahead, so that the last one goes as ``BDAT n LAST``.
+    """
+    pieces = data.pieces(BDAT_CHUNK)
+    chunk = next(pieces, b"")
     while True:
-        chunk, view = view[:BDAT_CHUNK], view[BDAT_CHUNK:]
-        last = not view
-        smtp.send(f"BDAT {len(chunk)}{' LAST' if last else ''}\r\n".encode() + bytes(chunk))
+        following = next(pieces, None)
+        last = following is None
+        smtp.send(f"BDAT {len(chunk)}{' LAST' if last else ''}\r\n".encode() + chunk)
         code, message = smtp.getreply()
         if last or code != 250:
             return code, message
+        assert following is not None
+        chunk = following
