@@ -6,7 +6,7 @@ Theory of operation: three independent brakes on an attacker who guesses passwor
   adds one to a leaky bucket that drains at ``max_failures`` per ``window`` seconds.
   While the bucket is full, AUTH from that address gets ``454 4.7.0`` at once,
   without checking the password (so guessing costs the server nothing), across
-  connections and, with :mod:`trio_smtp._workers`' shared table, across processes.
+  connections and, with :mod:`trio_smtp._shared_limits`' table, across processes.
   A success does not empty the bucket: one valid account must not buy an attacker
   more guesses against the others. (Dovecot's auth penalty and Postfix's anvil
   ``smtpd_client_auth_rate_limit`` work per address the same way.)

@@ -27,6 +27,7 @@ from ._metrics import available as metrics_available
 from ._names import hostport
 from ._relay_policy import parse_networks, parse_relay_domains
 from ._spool import MAX_BUFFERED_BYTES
+from ._systemd import LISTEN_ENV
 from .engine._config import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS
 
 PROG = "trio-smtp"
@@ -460,8 +461,6 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--require-tls needs --tls-cert and --tls-key")
     if args.unix_mode is not None and not args.unix:
         raise ValueError("--unix-mode needs --unix")
-    if args.unix and args.workers > 1:
-        raise ValueError("--unix cannot be shared by --workers: run one process for it")
     if args.metrics is not None and not metrics_available():
         raise ValueError(METRICS_MISSING)
     if args.proxy_from and not args.proxy_protocol:
@@ -512,7 +511,10 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.xclient_from:
         config["xclient_from"] = args.xclient_from
-    if args.unix:
+    if args.worker_id is not None and os.environ.get(LISTEN_ENV):
+        # A worker: its supervisor made the --unix sockets (and took systemd's).
+        config["systemd_sockets"] = True
+    elif args.unix:
         config["unix"] = args.unix
         config["unix_mode"] = args.unix_mode
     if os.environ.get("LISTEN_PID") == str(os.getpid()) and args.worker_id is None:
@@ -694,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         logger = Logger(level=args.log_level, format=args.log_format)
-        if args.workers > 1 and args.worker_id is None:
+        if args.workers > 1 and args.worker_id is None and not config.get("systemd_sockets"):
             _check_port_free(config["host"], [args.port, args.tls_port])
         _raise_open_files_limit(args.max_connections, logger)
         sink = make_sink(args, logger)
@@ -707,7 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, OSError) as exc:
         return _fail(str(exc))
     if args.workers > 1:
-        from ._workers import run_workers
+        from ._supervisor import run_workers
 
         return run_workers(args, config, argv)
     metrics_server = None

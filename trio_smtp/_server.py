@@ -30,7 +30,7 @@ from ._replies import BUSY
 from ._schema import Schema, make_schema
 from ._settings import Authenticator, ConnectionSettings
 from ._spool import Spool
-from ._systemd import listen_fds, notify
+from ._systemd import inherited_listeners, notify
 from ._tls import server_ssl_context
 from ._transport import SocketTransport
 from .engine import EngineConfig
@@ -264,15 +264,12 @@ class Server:
             ports.append((cfg.tls_port, True))
         out: list[Listener] = []
         if cfg.systemd_sockets:
-            # Socket activation: systemd bound and listens; the sockets are ours now.
-            inherited = [
-                Listener(sock=sock, implicit_tls=False, kind="systemd") for sock in listen_fds()
-            ]
-            for listener in inherited:
-                listener.sock.setblocking(False)
-            if inherited:
+            # Socket activation (or a --workers supervisor's sockets): bound and
+            # listening already; the sockets are ours now. systemd's replace the ports.
+            inherited = inherited_listeners()
+            if any(listener.kind == "systemd" for listener in inherited):
                 ports = []
-                out += inherited
+            out += inherited
         try:
             for path in cfg.unix:
                 out += [open_unix(path, mode=cfg.unix_mode)]

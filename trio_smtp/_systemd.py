@@ -10,6 +10,10 @@ instead of binding, so it can run without the privilege to bind port 25, and the
 keeps queueing connections across restarts. Both variables are removed from the
 environment once read, as ``sd_listen_fds(unset_environment=1)`` does, so that processes we
 start do not take the sockets for theirs.
+
+The workers of ``--workers`` inherit their shared listening sockets from the supervisor
+the same way (same descriptor numbers), named in :data:`LISTEN_ENV` with their kind;
+:func:`inherited_listeners` returns whichever of the two this process was given.
 """
 
 from __future__ import annotations
@@ -18,8 +22,14 @@ import os
 import socket
 from typing import Final
 
+from ._listeners import Listener
+
 #: sd_listen_fds(3): the first inherited descriptor.
 LISTEN_FDS_START: Final = 3
+#: The listening sockets a ``--workers`` worker inherits from its supervisor:
+#: ``fd:kind,...`` (kind ``unix`` for a ``--unix`` socket, ``systemd`` for one systemd
+#: passed to the supervisor).
+LISTEN_ENV: Final = "TRIO_SMTP_WORKER_LISTEN"
 
 
 def notify(state: str) -> bool:
@@ -74,4 +84,24 @@ def listen_fds(*, unset_environment: bool = True) -> list[socket.socket]:
             sock.detach()
             raise ValueError(f"inherited descriptor {fd} is not listening")
         out.append(sock)
+    return out
+
+
+def inherited_listeners() -> list[Listener]:
+    """The listeners this process inherited: from its supervisor, else from systemd.
+
+    Raises:
+        ValueError: as :func:`listen_fds`.
+    """
+    spec = os.environ.pop(LISTEN_ENV, None)
+    if spec is None:
+        out = [Listener(sock=sock, kind="systemd") for sock in listen_fds()]
+    else:
+        out = []
+        for item in spec.split(","):
+            fd, _, kind = item.partition(":")
+            os.set_inheritable(int(fd), False)
+            out.append(Listener(sock=socket.socket(fileno=int(fd)), kind=kind))
+    for listener in out:
+        listener.sock.setblocking(False)
     return out

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from trio_smtp._workers import (
+from trio_smtp._shared_limits import (
     SharedAddressLimiter,
     SharedFailureBudget,
     SharedLimits,
