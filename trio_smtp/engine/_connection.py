@@ -105,6 +105,7 @@ class Engine:
         self.config = config if config is not None else EngineConfig()
         self._buf = ReceiveBuffer()
         self._out: list[bytes] = []
+        self._out_size = 0
         self._events: collections.deque[Event] = collections.deque()
         self._pending: Event | None = None
         self._eof = False
@@ -183,7 +184,13 @@ class Engine:
             return b""
         out = b"".join(self._out)
         self._out.clear()
+        self._out_size = 0
         return out
+
+    @property
+    def pending_output(self) -> int:
+        """How many bytes :meth:`data_to_send` would return now (the caller caps it)."""
+        return self._out_size
 
     def greet(self, reply: Reply | None = None) -> None:
         """Send the greeting (220 by default), or a rejection (then the session closes).
@@ -196,7 +203,7 @@ class Engine:
             raise LocalProtocolError(f"cannot greet in state {self.state.value}")
         if reply is None:
             reply = greeting_reply(self.config)
-        self._out.append(reply.to_bytes(enhanced=False))
+        self._send(reply, enhanced=False)
         if reply.code == 220:
             self.state = State.COMMAND
         else:
@@ -213,7 +220,7 @@ class Engine:
         if self.state is State.CLOSED:
             return
         if reply is not None:
-            self._out.append(reply.to_bytes())
+            self._send(reply)
         self._pending = None
         self._close(reason)
 
@@ -329,7 +336,9 @@ class Engine:
         return ConnectionClosed(reason=reason)
 
     def _send(self, reply: Reply, *, enhanced: bool = True) -> None:
-        self._out.append(reply.to_bytes(enhanced=enhanced))
+        data = reply.to_bytes(enhanced=enhanced)
+        self._out.append(data)
+        self._out_size += len(data)
 
     def _line_limit(self) -> int:
         if self.state is State.AUTH:
