@@ -14,11 +14,17 @@ client was patient and gets its greeting. Nothing the early talker sent is ever 
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
+from ._names import hostport
 from .engine import Reply
+
+if TYPE_CHECKING:
+    from ._logger import LoggerLike
+    from ._session import Session
+    from .engine import Engine
 
 #: RFC 5321 §3.1 (the client waits for the greeting); postscreen answers the same.
 TALKED_FIRST: Final = Reply(554, "5.5.1 protocol error: talked before greeting")
@@ -81,3 +87,23 @@ class GreetingGuard:
         if seen is not None and not seen.left:
             self.refused += 1
         return seen
+
+    async def hold(
+        self, stream: trio.abc.Stream, engine: Engine, session: Session, logger: LoggerLike
+    ) -> bool:
+        """Wait before the greeting: ``False`` when the client left or talked (closed).
+
+        An early talker gets :data:`TALKED_FIRST`; what it sent is never parsed.
+        """
+        seen = await self.wait(stream)
+        if seen is None:
+            return True
+        if seen.left:
+            engine.close(reason="closed before the greeting")
+            return False
+        logger.warn(
+            f"Early talker: id={session.id} peer={hostport(session.peer)} sent "
+            f"{seen.sent} bytes before the greeting"
+        )
+        engine.close(TALKED_FIRST, reason="talked before greeting")
+        return False

@@ -267,6 +267,15 @@ class HookRunner:
         result = await self.call(name, hook, self._context(name, mail, **fields), mail=mail)
         return await self.as_reply(name, result, mail)
 
+    async def chunk_reply(self, mail: Any, chunk: bytes, size: int) -> Reply | None:
+        """The ``DATA_CHUNK`` hook's answer to a piece of the body (``None``: go on)."""
+        hook = self.hooks.get("DATA_CHUNK")
+        if hook is None:
+            return None
+        ctx = self._context("DATA_CHUNK", mail, chunk=chunk, size=size)
+        result = await self.call("DATA_CHUNK", hook, ctx, mail=mail)
+        return await self.as_reply("DATA_CHUNK", result, mail)
+
     async def auth_reply(self, event: AuthCredentials, mail: Any) -> Reply | None:
         """The AUTH hook's verdict: ``True``/``False``/a reply decide, ``None`` passes on."""
         hook = self.hooks.get("AUTH")

@@ -21,18 +21,23 @@ without a trailing dot, and as IDNA A-labels so that ``bücher.example`` and
 ``xn--bcher-kva.example`` are the same domain. A domain literal (``[192.0.2.1]``)
 matches only if it is listed literally.
 
-The policy is pure (no Trio, no I/O): the connection task asks it once per RCPT.
+The policy is pure (no Trio, no I/O): the connection task asks it once per RCPT,
+before any hook runs.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from .engine import Reply
+
+if TYPE_CHECKING:
+    from ._logger import LoggerLike
+    from ._session import Session
 
 #: RFC 3463 §3.8 (X.7.1): delivery not authorized. Postfix says "Relay access denied".
 RELAY_DENIED: Final = Reply(554, "5.7.1 relay access denied")
@@ -169,3 +174,12 @@ class RelayPolicy:
             recipient: The forward-path, without angle brackets.
         """
         return authenticated or self.client_allowed(client) or self.domain_allowed(recipient)
+
+    def refusal(self, session: Session, recipient: str, logger: LoggerLike) -> Reply | None:
+        """:data:`RELAY_DENIED` (logged) when ``session`` may not relay to ``recipient``."""
+        client = session.peer[0]
+        authenticated = session.authenticated_as is not None
+        if self.allows(authenticated=authenticated, client=client, recipient=recipient):
+            return None
+        logger.warn(f"Relay access denied: id={session.id} client {client} to <{recipient[:256]}>")
+        return RELAY_DENIED

@@ -251,9 +251,9 @@ class _RecordingStream(trio.abc.HalfCloseableStream):
 async def test_replies_of_a_pipelined_batch_go_out_in_one_send() -> None:
     server, sink, _ = make_server()
     async with memory_connection(server) as (client, run):
-        assert isinstance(run.task.stream, trio.abc.HalfCloseableStream)
-        recorder = _RecordingStream(run.task.stream)
-        run.task.stream = recorder
+        assert isinstance(run.task.link.stream, trio.abc.HalfCloseableStream)
+        recorder = _RecordingStream(run.task.link.stream)
+        run.task.link.stream = recorder
         await client.reply()
         await client.expect("EHLO client.test", 250)
         recorder.sends.clear()
