@@ -184,6 +184,8 @@ class SessionState:
         "_smtputf8",
         "_tls_active",
         "_xclient_allowed",
+        "_xclient_helo",
+        "_xclient_proto",
     )
 
     def __init__(self, *, tls_active: bool = False) -> None:
@@ -200,6 +202,10 @@ class SessionState:
         self._size = 0
         self._bdat_failed: Reply | None = None
         self._xclient_allowed = False
+        # What XCLIENT's HELO= and PROTO= said, which a later HELO/EHLO from the proxy
+        # itself does not replace: ``(value,)`` once given, ``[UNAVAILABLE]`` as ``(None,)``.
+        self._xclient_helo: tuple[str | None] | None = None
+        self._xclient_proto: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -216,12 +222,20 @@ class SessionState:
 
     @property
     def helo_name(self) -> str | None:
-        """The HELO/EHLO/LHLO name once accepted (``None`` before, and after STARTTLS)."""
+        """The HELO/EHLO/LHLO name once accepted (``None`` before, and after STARTTLS).
+
+        After XCLIENT ``HELO=``, the name it gave (``None`` for ``[UNAVAILABLE]``), as if
+        the client had said it: the proxy's own HELO/EHLO that follows does not replace it.
+        """
+        if self._xclient_helo is not None:
+            return self._xclient_helo[0]
         return self._helo_name
 
     @property
     def esmtp(self) -> bool:
-        """Whether the accepted greeting was EHLO or LHLO."""
+        """Whether the accepted greeting was EHLO or LHLO (XCLIENT ``PROTO=`` overrides)."""
+        if self._xclient_proto is not None:
+            return self._xclient_proto == "ESMTP"
         return self._esmtp
 
     @property
@@ -332,6 +346,14 @@ class SessionState:
             self._phase = Phase.INITIAL
             self._helo_name = None
             self._esmtp = False
+            # XCLIENT_README: HELO is the client's HELO/EHLO name, PROTO whether it said
+            # HELO (SMTP) or EHLO (ESMTP); an attribute not given keeps the earlier value.
+            if "HELO" in event.attributes:
+                self._xclient_helo = (event.helo,)
+            if event.proto in ("SMTP", "ESMTP"):
+                self._xclient_proto = event.proto
+            elif "PROTO" in event.attributes:
+                self._xclient_proto = None
             if "LOGIN" in event.attributes:
                 # The proxy's word: who logged in, not how (no SASL mechanism here).
                 self._authenticated_as = event.login
@@ -364,6 +386,8 @@ class SessionState:
         self._phase = Phase.INITIAL
         self._helo_name = None
         self._esmtp = False
+        self._xclient_helo = None
+        self._xclient_proto = None
         self._authenticated_as = None
         self._auth_mechanism = None
         self.reset_transaction()
