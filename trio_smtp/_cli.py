@@ -240,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     sinks.add_argument(
         "--relay-no-verify",
         action="store_true",
-        help="do not verify the --relay upstream's certificate (self-signed upstreams)",
+        help="do not verify the --relay upstream's certificate (self-signed upstreams; "
+        "verified by default for STARTTLS and smtps://), and let STARTTLS that fails "
+        "fall back to plaintext",
     )
     sinks.add_argument(
         "--relay-from",

@@ -702,20 +702,41 @@ async def test_relay_data_refusal_keeps_class_and_enhanced_code(
     assert (info.value.code, info.value.enhanced_code) == (451, "4.0.0")
 
 
-async def test_relay_opportunistic_starttls_does_not_verify(
+async def test_relay_opportunistic_starttls_verifies_by_default(
     start_upstream: Callable[..., tuple[Upstream, int]], ca: trustme.CA
 ) -> None:
     upstream, port = start_upstream(tls_context=_server_context(ca))
-    await RelaySink("127.0.0.1", port).deliver(make_mail())
-    assert upstream.delivered[0]["tls"] is True
+    # The test CA is not in the system store: refused, and not sent in the clear instead.
+    with pytest.raises(Reply) as info:
+        await RelaySink("127.0.0.1", port).deliver(make_mail())
+    assert (info.value.code, info.value.enhanced_code) == (451, "4.7.5")
+    assert "certificate verify failed for 127.0.0.1" in str(info.value.__cause__)
+    assert upstream.delivered == []
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    await RelaySink("127.0.0.1", port, ssl_context=trusting).deliver(make_mail())
+    # The opt-out: unverified TLS.
+    await RelaySink("127.0.0.1", port, verify=False).deliver(make_mail())
+    assert [d["tls"] for d in upstream.delivered] == [True, True]
 
 
-async def test_relay_opportunistic_falls_back_to_plaintext_on_handshake_failure(
+async def test_relay_opportunistic_falls_back_to_plaintext_only_without_verification(
     start_upstream: Callable[..., tuple[Upstream, int]], ca: trustme.CA
 ) -> None:
-    upstream, port = start_upstream(tls_context=_server_context(ca))
-    strict = ssl.create_default_context()  # does not trust the test CA
-    await RelaySink("127.0.0.1", port, ssl_context=strict).deliver(make_mail())
+    server = _server_context(ca)
+    server.minimum_version = ssl.TLSVersion.TLSv1_3
+    upstream, port = start_upstream(tls_context=server)
+    old = ssl.create_default_context()
+    ca.configure_trust(old)
+    old.maximum_version = ssl.TLSVersion.TLSv1_2  # no protocol in common: the handshake fails
+    with pytest.raises(Reply) as info:
+        await RelaySink("127.0.0.1", port, ssl_context=old).deliver(make_mail())
+    assert (info.value.code, info.value.enhanced_code) == (451, "4.7.5")
+    assert upstream.delivered == []
+    # Postfix's "may": without verification, a failed handshake falls back to plaintext.
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    await RelaySink("127.0.0.1", port, ssl_context=old).deliver(make_mail())
     assert [d["tls"] for d in upstream.delivered] == [False]
 
 

@@ -14,13 +14,24 @@ Decisions worth knowing:
   transaction is reset on the upstream and the whole message is refused with that
   recipient's reply; a temporary refusal wins over a permanent one, so the sender retries
   rather than bounces. The text names the recipient.
-* **STARTTLS.** ``"opportunistic"`` (the default) uses STARTTLS when the upstream offers it,
-  without verifying its certificate unless an ``ssl_context`` is given (RFC 7435
-  opportunistic security: it defeats passive eavesdropping only, and relays commonly present
-  certificates that do not verify). If the handshake fails, the message is sent again over a
-  new plaintext connection, as Postfix's ``may`` level does. ``"require"`` verifies the
-  certificate against ``host`` by default and refuses to send in the clear (451 4.7.4 when
-  STARTTLS is not offered, 451 4.7.5 when the handshake fails). ``"never"`` never asks.
+* **Certificates are verified, always, by default.** Every TLS the relay speaks (STARTTLS,
+  whether opportunistic or required, and implicit TLS) checks the upstream's certificate
+  against the system's trust store and ``host``. A certificate that does not verify gets
+  the client 451 4.7.5 (it retries later; nothing is acknowledged that was not relayed)
+  and an ERROR line naming the upstream and the reason. ``verify=False``
+  (``--relay-no-verify``) is the opt-out, for upstreams with self-signed certificates.
+* **STARTTLS.** ``"opportunistic"`` (the default) uses STARTTLS when the upstream offers it
+  and sends in the clear when it does not (RFC 7435: an upstream that offers no TLS
+  cannot be told from one whose offer was stripped). Once offered, though, TLS must work:
+  a failed handshake or a certificate that does not verify is 451 4.7.5, not a retry in
+  the clear, since whoever presents a wrong certificate would read that retry. Only with
+  ``verify=False`` does a failed handshake fall back to a new plaintext connection, as
+  Postfix's ``may`` level does (``smtp_tls_security_level``: ``"never"`` is ``none``,
+  ``"opportunistic"`` with ``verify=False`` is ``may``, ``"require"`` with
+  ``verify=False`` is ``encrypt``, ``"require"`` is ``verify``, and the default,
+  ``"opportunistic"`` verified, sits between ``may`` and ``verify``). ``"require"``
+  refuses to send in the clear (451 4.7.4 when STARTTLS is not offered, 451 4.7.5 when
+  the handshake fails). ``"never"`` never asks.
 * **Parameters.** ``SIZE``, ``BODY=8BITMIME`` and ``SMTPUTF8`` are passed on when the upstream
   advertises them, and the RFC 3461 DSN parameters (``RET``, ``ENVID``, ``NOTIFY``,
   ``ORCPT``) when it advertises ``DSN``. An SMTPUTF8 message is refused (554 5.6.7) by an
@@ -80,6 +91,7 @@ _SAFE_PARAM_VALUE: Final = re.compile(r"[\x21-\x3c\x3e-\x7e]+")
 _MAX_REPLY_TEXT: Final = 400
 
 UNAVAILABLE: Final = "4.4.1 upstream unavailable"
+NOT_VERIFIED: Final = "4.7.5 upstream certificate does not verify"
 
 
 def _upstream_reply(code: int, message: bytes | str, what: str) -> Reply:
@@ -117,6 +129,15 @@ class _HandshakeFailed(Exception):
     pass
 
 
+def _why_not_verified(host: str, exc: ssl.SSLCertVerificationError) -> OSError:
+    """The reason the log line gives (an OSError: a failure on our side, logged at ERROR)."""
+    detail = exc.verify_message or exc.reason or str(exc)
+    return OSError(
+        f"certificate verify failed for {host}: {detail} "
+        "(verify=False, --relay-no-verify, accepts it)"
+    )
+
+
 class RelaySink:
     """Forward each message to another SMTP server, with our ``Received`` header prepended.
 
@@ -128,9 +149,9 @@ class RelaySink:
         port: Its port (ignored for a Unix socket).
         timeout: Seconds each network operation may take.
         starttls: ``"opportunistic"``, ``"require"`` or ``"never"``.
-        ssl_context: The context for TLS. By default: no verification when STARTTLS is
-            opportunistic, :func:`ssl.create_default_context` (verifying the upstream's
-            certificate and name) when TLS is required, implicit, or carries AUTH.
+        ssl_context: The context for TLS; by default :func:`ssl.create_default_context`
+            (verifying the upstream's certificate and name), without verification when
+            ``verify`` is ``False``. A context given is used as it is.
         local_hostname: The name to give in EHLO; by default the session's ``hostname``
             (no DNS lookup is made).
         implicit_tls: Speak TLS from the first byte (SMTPS, RFC 8314; ``smtps://``).
@@ -138,8 +159,9 @@ class RelaySink:
             the way into Dovecot's ``lmtp`` service.
         auth: ``(login, password)`` to authenticate to the upstream (AUTH PLAIN/LOGIN),
             only over TLS; never shown in a ``repr`` or a log line.
-        verify: ``False`` turns certificate verification off where it is on by default
-            (an upstream with a self-signed certificate).
+        verify: ``False`` turns certificate verification off (an upstream with a
+            self-signed certificate), and lets opportunistic STARTTLS fall back to
+            plaintext when the handshake fails.
 
     Raises:
         ValueError: for an unknown ``starttls`` policy or a negative timeout.
@@ -182,11 +204,12 @@ class RelaySink:
             self.starttls = starttls = "require"
         if ssl_context is None:
             ssl_context = ssl.create_default_context()
-            strict = starttls == "require" or implicit_tls or auth is not None
-            if not (strict and verify):
+            if not verify:
                 ssl_context.check_hostname = False
                 ssl_context.verify_mode = ssl.CERT_NONE
         self.ssl_context = ssl_context
+        #: Whether the upstream's certificate is checked (the context's own setting).
+        self.verify = ssl_context.verify_mode != ssl.CERT_NONE
 
     def __repr__(self) -> str:
         kind = "lmtp" if self.lmtp else "smtps" if self.implicit_tls else "smtp"
@@ -242,13 +265,16 @@ class RelaySink:
         if self.lmtp:
             smtp = smtplib.LMTP(self.host, self.port, local_hostname=hostname, timeout=self.timeout)
         elif self.implicit_tls:
-            smtp = smtplib.SMTP_SSL(
-                self.host,
-                self.port,
-                local_hostname=hostname,
-                timeout=self.timeout,
-                context=self.ssl_context,
-            )
+            try:
+                smtp = smtplib.SMTP_SSL(
+                    self.host,
+                    self.port,
+                    local_hostname=hostname,
+                    timeout=self.timeout,
+                    context=self.ssl_context,
+                )
+            except ssl.SSLCertVerificationError as exc:
+                raise Reply(451, NOT_VERIFIED) from _why_not_verified(self.host, exc)
         else:
             smtp = smtplib.SMTP(self.host, self.port, local_hostname=hostname, timeout=self.timeout)
         try:
@@ -262,8 +288,13 @@ class RelaySink:
                 return smtp
             try:
                 smtp.starttls(context=self.ssl_context)
+            except ssl.SSLCertVerificationError as exc:
+                if not self.verify:  # a context given with its own checks
+                    raise _HandshakeFailed from exc
+                raise Reply(451, NOT_VERIFIED) from _why_not_verified(self.host, exc)
             except (ssl.SSLError, smtplib.SMTPResponseException) as exc:
-                if self.starttls == "require":
+                if self.starttls == "require" or self.verify:
+                    # Offered, then failed: never a retry in the clear while verifying.
                     raise Reply(451, "4.7.5 TLS with the upstream failed") from exc
                 raise _HandshakeFailed from exc
             smtp.ehlo()
