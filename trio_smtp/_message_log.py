@@ -188,19 +188,20 @@ class LoggedSink:
     def __repr__(self) -> str:
         return f"LoggedSink({self.sink!r})"
 
-    async def deliver(self, mail: Mail) -> None:
-        """Deliver through the wrapped sink and log the outcome.
+    async def deliver(self, mail: Mail) -> Any:
+        """Deliver through the wrapped sink, log the outcome, return what the sink did.
 
         Raises:
             trio_smtp.engine.Reply: whatever the wrapped sink raised.
         """
         kind, target = self.where
         store = getattr(self.sink, "store", None)
+        replies = None  # per recipient, from a sink on an LMTP server
         try:
             if store is not None:
                 written = await store(mail)
             else:
-                await self.sink.deliver(mail)
+                replies = await self.sink.deliver(mail)
                 written = None
         except Reply as reply:
             cause = reply.__cause__
@@ -227,6 +228,7 @@ class LoggedSink:
             await log_message(self.logger, "info", mail, "accepted", path=written or target)
         else:
             await log_message(self.logger, "info", mail, "accepted", upstream=target)
+        return replies
 
 
 def _reason(exc: BaseException) -> str:

@@ -16,7 +16,10 @@ from .printer import PrintSink as PrintSink
 from .relay import RelaySink as RelaySink
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .._mail import Mail
+    from ..engine import Reply
 
 __all__ = ["MaildirSink", "MboxSink", "MemorySink", "PrintSink", "RelaySink", "Sink"]
 
@@ -25,8 +28,11 @@ __all__ = ["MaildirSink", "MboxSink", "MemorySink", "PrintSink", "RelaySink", "S
 class Sink(Protocol):
     """What the server needs of a sink."""
 
-    async def deliver(self, mail: Mail) -> None:
+    async def deliver(self, mail: Mail) -> Sequence[Reply] | None:
         """Store or forward ``mail``; raise :class:`~trio_smtp.engine.Reply` to refuse it.
+
+        On an LMTP server a sink may also return one reply per recipient, in order, as a
+        ``done`` hook may (:class:`RelaySink` does).
 
         Args:
             mail: The accepted message, with its envelope and session.

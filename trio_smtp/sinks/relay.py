@@ -8,12 +8,17 @@ upstream's enhanced status code.
 
 Decisions worth knowing:
 
-* **All or nothing.** The client already heard 250 for each RCPT, and a DATA transaction has
-  a single reply, so a recipient the upstream refuses cannot be reported alone. Rather than
-  relay to the others and silently drop it (we have no queue to send a bounce from), the
-  transaction is reset on the upstream and the whole message is refused with that
-  recipient's reply; a temporary refusal wins over a permanent one, so the sender retries
-  rather than bounces. The text names the recipient.
+* **All or nothing, on SMTP.** The client already heard 250 for each RCPT, and a DATA
+  transaction has a single reply, so a recipient the upstream refuses cannot be reported
+  alone. Rather than relay to the others and silently drop it (we have no queue to send a
+  bounce from), the transaction is reset on the upstream and the whole message is refused
+  with that recipient's reply; a temporary refusal wins over a permanent one, so the sender
+  retries rather than bounces. The text names the recipient.
+* **One answer per recipient, on LMTP.** When our own server speaks LMTP, the client gets
+  one reply per recipient after the data (RFC 2033 §4.2), so each gets the upstream's
+  answer for it: a refusal at RCPT or after the data (from an LMTP upstream) is that
+  recipient's reply, and the message goes to the others. :meth:`RelaySink.deliver`
+  returns those replies, as a ``done`` hook may.
 * **Certificates are verified, always, by default.** Every TLS the relay speaks (STARTTLS,
   whether opportunistic or required, and implicit TLS) checks the upstream's certificate
   against the system's trust store and ``host``. A certificate that does not verify gets
@@ -216,11 +221,17 @@ class RelaySink:
         login = f", login={self._auth[0]!r}" if self._auth is not None else ""
         return f"RelaySink({self.host!r}, {self.port!r}, {kind}, starttls={self.starttls!r}{login})"
 
-    async def deliver(self, mail: Mail) -> None:
+    async def deliver(self, mail: Mail) -> list[Reply] | None:
         """Relay the message; return once the upstream accepted it.
 
         Args:
             mail: The message.
+
+        Returns:
+            ``None`` when every recipient was relayed. On an LMTP server
+            (``mail.session.lmtp``), one reply per recipient instead, in order: 250 for
+            each one relayed and the upstream's refusal for the others (see the module
+            docstring).
 
         Raises:
             trio_smtp.engine.Reply: the upstream's refusal (same class, its enhanced code), or
@@ -229,9 +240,11 @@ class RelaySink:
         """
         headers = received_header(mail) + auth_header(mail)
         hostname = self.local_hostname or mail.session.hostname
-        await trio.to_thread.run_sync(self._relay, mail, headers, hostname, abandon_on_cancel=True)
+        return await trio.to_thread.run_sync(
+            self._relay, mail, headers, hostname, abandon_on_cancel=True
+        )
 
-    def _relay(self, mail: Mail, headers: bytes, hostname: str) -> None:
+    def _relay(self, mail: Mail, headers: bytes, hostname: str) -> list[Reply] | None:
         try:
             # The body is read from the spool piece by piece as it goes out, never whole.
             with delivery_file(mail) as body:
@@ -247,13 +260,14 @@ class RelaySink:
                 except _HandshakeFailed:
                     smtp = self._connect(hostname, tls=False)
                 try:
-                    self._transaction(smtp, mail, message)
+                    replies = self._transaction(smtp, mail, message)
                     try:
                         smtp.quit()
                     except (smtplib.SMTPException, OSError):
                         pass  # The upstream has the message; how it says goodbye does not matter.
                 finally:
                     smtp.close()
+                return replies
         except smtplib.SMTPResponseException as exc:
             raise _upstream_reply(exc.smtp_code, exc.smtp_error, "replied") from exc
         except OSError as exc:  # smtplib.SMTPException, ssl.SSLError and socket errors
@@ -320,7 +334,7 @@ class RelaySink:
         except smtplib.SMTPNotSupportedError as exc:
             raise Reply(451, "4.7.0 upstream does not offer AUTH") from exc
 
-    def _transaction(self, smtp: smtplib.SMTP, mail: Mail, data: _Message) -> None:
+    def _transaction(self, smtp: smtplib.SMTP, mail: Mail, data: _Message) -> list[Reply] | None:
         options = []
         binary = mail.body_type == "BINARYMIME"
         if binary:
@@ -344,39 +358,62 @@ class RelaySink:
         code, message = smtp.mail(mail.mail_from, options)
         if code != 250:
             raise _upstream_reply(code, message, "refused the sender")
-        refused: list[tuple[Recipient, int, bytes]] = []
-        for rcpt in mail.recipients:
+        # On our LMTP server each recipient gets its own answer (RFC 2033 §4.2), so the
+        # upstream's answers are passed on one by one; on SMTP, all or nothing.
+        per_recipient = mail.session.lmtp
+        refused: list[tuple[int, int, bytes]] = []
+        accepted: list[int] = []
+        for i, rcpt in enumerate(mail.recipients):
             rcpt_options = _dsn_params(rcpt.params, ("NOTIFY", "ORCPT")) if dsn else []
             code, message = smtp.rcpt(rcpt.address, rcpt_options)
-            if code not in (250, 251):
-                refused.append((rcpt, code, message))
-        if refused:
-            # All or nothing (see the module docstring): a temporary refusal wins.
-            rcpt, code, message = next((r for r in refused if r[1] // 100 == 4), refused[0])
+            if code in (250, 251):
+                accepted.append(i)
+            else:
+                refused.append((i, code, message))
+        if refused and not (per_recipient and accepted):
             try:
                 smtp.rset()
             except (smtplib.SMTPException, OSError):
                 pass  # Closing the connection aborts the transaction just as well.
-            what = f"refused <{printable(rcpt.address, limit=256, ascii_only=True)}>"
+            if per_recipient:
+                return _replies_for(mail, refused)
+            # All or nothing (see the module docstring): a temporary refusal wins.
+            i, code, message = next((r for r in refused if r[1] // 100 == 4), refused[0])
+            what = f"refused <{_shown(mail.recipients[i])}>"
             if len(mail.recipients) > 1:
                 what += f" ({len(refused)} of {len(mail.recipients)} refused, none relayed)"
             raise _upstream_reply(code, message, what)
         code, message = _send_bdat(smtp, data) if binary else _send_data(smtp, data)
-        if code != 250:
-            raise _upstream_reply(code, message, "refused the message")
-        if self.lmtp and len(mail.recipients) > 1:
-            # RFC 2033 §4.2: one reply per recipient, the first one read above. The
-            # client has one reply for all (see "All or nothing"): a temporary
-            # failure wins, and those delivered may get the message again on retry.
-            failed = []
-            for rcpt in mail.recipients[1:]:
-                code, message = smtp.getreply()
-                if code != 250:
-                    failed.append((rcpt, code, message))
-            if failed:
-                rcpt, code, message = next((f for f in failed if f[1] // 100 == 4), failed[0])
-                what = f"refused <{printable(rcpt.address, limit=256, ascii_only=True)}>"
-                raise _upstream_reply(code, message, what)
+        answers = [(accepted[0], code, message)]
+        if self.lmtp:
+            # RFC 2033 §4.2: one reply per accepted recipient, the first one read above.
+            answers += [(i, *smtp.getreply()) for i in accepted[1:]]
+        else:
+            answers += [(i, code, message) for i in accepted[1:]]
+        failed = [a for a in answers if a[1] != 250]
+        if per_recipient:
+            return _replies_for(mail, refused + failed)
+        if failed:
+            # One reply for all (see "All or nothing"): a temporary failure wins, and
+            # those an LMTP upstream delivered may get the message again on retry.
+            i, code, message = next((f for f in failed if f[1] // 100 == 4), failed[0])
+            what = "refused the message"
+            if self.lmtp and len(mail.recipients) > 1:
+                what = f"refused <{_shown(mail.recipients[i])}>"
+            raise _upstream_reply(code, message, what)
+        return None
+
+
+def _shown(rcpt: Recipient) -> str:
+    return printable(rcpt.address, limit=256, ascii_only=True)
+
+
+def _replies_for(mail: Mail, failures: list[tuple[int, int, bytes]]) -> list[Reply]:
+    """One reply per recipient, in order: the upstream's refusals, 250 for the others."""
+    replies = [Reply(250, f"2.1.5 <{_shown(rcpt)}> relayed") for rcpt in mail.recipients]
+    for i, code, message in failures:
+        replies[i] = _upstream_reply(code, message, f"refused <{_shown(mail.recipients[i])}>")
+    return replies
 
 
 class _Message:
