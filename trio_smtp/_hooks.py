@@ -69,7 +69,15 @@ class HookTimeout(Exception):
 
 
 class HookReturnError(TypeError):
-    """A hook returned something that is not a reply."""
+    """A hook returned something that is not a reply.
+
+    Attributes:
+        event: The hook's event name.
+    """
+
+    def __init__(self, message: str, *, event: str = "") -> None:
+        super().__init__(message)
+        self.event = event
 
 
 class _Failed:
@@ -190,33 +198,39 @@ class HookRunner:
     async def failed(self, error: BaseException, mail: Any = None, *, hook: str = "") -> None:
         """Log a hook failure and fire the ``error`` hook (``error(error, mail)``).
 
-        A hook that raised is logged with its name and the traceback (at ERROR).
+        Every failure is logged at ERROR with the hook's name: one that raised with its
+        traceback, one that overran with how long it was given, one that returned
+        something that is not a reply with what it returned.
         """
-        if hook:
-            emit(
-                self._logger,
-                "error",
-                f"Hook {hook!r} failed: id={self._label} {error!r}",
-                exc=error,
-                hook=hook,
-            )
-        else:
-            self._logger.error(f"Hook failed: id={self._label} {error!r}")
+        self._log_failure(hook or getattr(error, "event", "") or "hook", error)
         await self.fire("error", error, mail)
+
+    def _log_failure(self, hook: str, error: BaseException) -> None:
+        emit(
+            self._logger,
+            "error",
+            f"Hook {hook!r} failed: id={self._label} {error!r}",
+            # A timeout or a wrong answer has no traceback worth printing.
+            exc=error if error.__traceback__ is not None else None,
+            hook=hook,
+        )
 
     async def fire(self, name: str, *args: Any, deadline: float | None = None) -> None:
         """Run a lifecycle hook whose result does not matter (``error``, ``close``)."""
         hook = self.hooks.get(name)
         if hook is None:
             return
-        limit = trio.current_time() + self.timeout
+        started = trio.current_time()
+        limit = started + self.timeout
         if deadline is not None and deadline < limit:
             limit = deadline
-        try:
-            with trio.fail_at(limit):
+        with trio.CancelScope(deadline=limit) as scope:
+            try:
                 await self._invoke(hook, args)
-        except HOOK_ERRORS as exc:
-            self._logger.error(f"Hook {name!r} failed: id={self._label} {exc!r}")
+            except HOOK_ERRORS as exc:
+                self._log_failure(name, exc)
+        if scope.cancelled_caught:
+            self._log_failure(name, HookTimeout(name, limit - started))
 
     async def as_reply(self, name: str, result: Any, mail: Any = None) -> Reply | None:
         """A command hook's answer as a reply; ``None`` means the default one."""
@@ -228,7 +242,9 @@ class HookRunner:
             return HOOK_REFUSED
         if result is FAILED:
             return HOOK_FAILED
-        await self.failed(HookReturnError(f"hook {name!r} returned {result!r}, not a Reply"), mail)
+        await self.failed(
+            HookReturnError(f"hook {name!r} returned {result!r}, not a Reply", event=name), mail
+        )
         return HOOK_FAILED
 
     async def connect_reply(self, session: Any) -> Reply | None:
@@ -245,7 +261,9 @@ class HookRunner:
             return CONNECT_REFUSED
         if isinstance(result, Reply):
             return None if result.code != 220 and result.is_positive else result
-        await self.failed(HookReturnError(f"hook 'connect' returned {result!r}, not a Reply"))
+        await self.failed(
+            HookReturnError(f"hook 'connect' returned {result!r}, not a Reply", event="connect")
+        )
         return CONNECT_FAILED
 
     async def command_reply(self, name: str, event: Command | None, mail: Any) -> Reply | None:
@@ -300,7 +318,7 @@ class HookRunner:
         if isinstance(result, Reply):
             return result
         if result is not FAILED:
-            await self.failed(HookReturnError(f"hook 'AUTH' returned {result!r}"))
+            await self.failed(HookReturnError(f"hook 'AUTH' returned {result!r}", event="AUTH"))
         return HOOK_FAILED
 
     async def authenticate(
@@ -334,7 +352,7 @@ class HookRunner:
             return HOOK_FAILED
         except HOOK_ERRORS as exc:
             # Like a failing hook: 451 and the error event, not a dropped connection.
-            await self.failed(exc)
+            await self.failed(exc, hook="authenticator")
             return HOOK_FAILED
         return AUTH_SUCCEEDED if ok else None
 
@@ -366,7 +384,7 @@ class HookRunner:
         if isinstance(result, list | tuple):
             if len(result) != n:
                 error = HookReturnError(
-                    f"hook 'done' returned {len(result)} replies for {n} recipients"
+                    f"hook 'done' returned {len(result)} replies for {n} recipients", event="done"
                 )
                 await self.failed(error, mail)
                 return [HOOK_FAILED] * n
