@@ -62,6 +62,8 @@ class SessionFacts(Protocol):
     def authenticated_as(self) -> str | None: ...
     @property
     def auth_mechanism(self) -> str | None: ...
+    @property
+    def close_reason(self) -> str | None: ...
 
 
 @attrs.define(kw_only=True)
@@ -70,9 +72,10 @@ class Session:
 
     The server creates it when a connection is accepted; hooks read it as
     ``ctx.session`` and sinks as ``mail.session``. On a live connection
-    ``helo_name``, ``esmtp``, ``authenticated_as`` and ``auth_mechanism`` are read
-    from the protocol engine, which owns them (and forgets them after STARTTLS);
-    a session built by hand (in a test) keeps the values it was given.
+    ``helo_name``, ``esmtp``, ``authenticated_as``, ``auth_mechanism`` and
+    ``close_reason`` are read from the protocol engine, which owns them (and forgets
+    the first four after STARTTLS); a session built by hand (in a test) keeps the
+    values it was given.
 
     Attributes:
         id: A short unique identifier, used in log lines and ``Received`` headers.
@@ -85,6 +88,9 @@ class Session:
         tls: TLS details once TLS is active, else ``None``.
         authenticated_as: The login the client authenticated as, or ``None``.
         auth_mechanism: The SASL mechanism used, or ``None``.
+        close_reason: Why the session ended, once it has (``"quit"``, ``"eof"``,
+            ``"timeout"``, ``"server shutdown"``, ``"closed by hook"`` …; the
+            ``close`` hook reads it), else ``None``.
         proxy: What a PROXY header said, or ``None``.
         started_at: When the connection was accepted (UTC).
         messages: How many messages this connection has had accepted.
@@ -103,6 +109,7 @@ class Session:
     _esmtp: bool = attrs.field(default=False, alias="esmtp", repr=False)
     _authenticated_as: str | None = attrs.field(default=None, alias="authenticated_as", repr=False)
     _auth_mechanism: str | None = attrs.field(default=None, alias="auth_mechanism", repr=False)
+    _close_reason: str | None = attrs.field(default=None, alias="close_reason", repr=False)
     _facts: SessionFacts | None = attrs.field(default=None, alias="facts", repr=False, eq=False)
 
     @property
@@ -124,6 +131,11 @@ class Session:
     def auth_mechanism(self) -> str | None:
         """The SASL mechanism used, or ``None``."""
         return self._facts.auth_mechanism if self._facts is not None else self._auth_mechanism
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the session ended, once it has; else ``None``."""
+        return self._facts.close_reason if self._facts is not None else self._close_reason
 
     @property
     def peer_host(self) -> str:
