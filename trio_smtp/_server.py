@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import ssl
+import types
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -159,10 +160,14 @@ class Server:
         return len(self._connections)
 
     @property
-    def _per_ip(self) -> Mapping[str, int]:
-        # Open connections by client address, for tests (empty with another limiter).
+    def connections_per_address(self) -> Mapping[str, int]:
+        """Open connections by client address, as ``max_connections_per_ip`` counts them.
+
+        A read-only snapshot; addresses with no connection are absent. Empty when
+        :attr:`address_limiter` counts elsewhere (shared by ``--workers``).
+        """
         counts: Mapping[str, int] = getattr(self.address_limiter, "counts", {})
-        return counts
+        return types.MappingProxyType(dict(counts))
 
     async def wait_connections(self, n: int) -> None:
         """Wait until exactly ``n`` connections are open (returns at once if they are).
@@ -347,7 +352,7 @@ class Server:
                     stream.close()
                     continue
                 self._refusing += 1
-                nursery.start_soon(self._refuse, stream, listener.implicit_tls, peer)
+                nursery.start_soon(self._refuse_accepted, stream, listener.implicit_tls, peer)
                 continue
             conn = ConnectionTask(
                 self._connection_settings(),
@@ -361,6 +366,55 @@ class Server:
             self._count_changed()
             nursery.start_soon(self._run_connection, conn)
 
+    async def serve_stream(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        peer: tuple[str, int],
+        local: tuple[str, int] | None = None,
+        implicit_tls: bool = False,
+    ) -> None:
+        """Serve one SMTP session over a stream that is already connected.
+
+        For connections the server did not accept itself: a socket handed over by
+        another program, one end of :func:`trio.testing.memory_stream_pair` in a test
+        (where Trio's autojump clock then drives every timeout), a stream wrapped to
+        record what is sent. The session gets everything a listened one gets (hooks,
+        limits, timeouts, TLS, the per-address count, :attr:`connections`), and
+        :meth:`shutdown` ends it gracefully while :meth:`serve` runs; it need not.
+        Over ``max_connections`` the client gets ``421 4.7.0`` and the stream closes.
+
+        Args:
+            stream: The connection; this method closes it.
+            peer: The client's ``(host, port)``: what hooks, logs, limits and the
+                ``Received`` header see (a PROXY header may replace it).
+            local: The server's ``(host, port)`` for this connection, if known.
+            implicit_tls: Start with the TLS handshake (SMTPS, RFC 8314).
+
+        Returns when the session has ended and the stream is closed; raises nothing
+        but :exc:`trio.Cancelled` (the client then gets a best-effort ``421 4.3.2``).
+        """
+        if self._settings is None:
+            if self.config.hostname is None:
+                # getfqdn() may block on DNS: never on the event loop.
+                self.hostname = await trio.to_thread.run_sync(socket.getfqdn)
+                self.engine_config = self._engine_config(self.hostname)
+            self._settings = self._connection_settings()
+        if len(self._connections) >= self.config.max_connections:
+            await self._refuse(stream, implicit_tls, peer)
+            return
+        conn = ConnectionTask(
+            self._connection_settings(),
+            stream,
+            peer=peer,
+            local=local,
+            implicit_tls=implicit_tls,
+            limiter=self.address_limiter,
+        )
+        self._connections.add(conn)
+        self._count_changed()
+        await self._run_connection(conn)
+
     def _capacity_error(self, exc: OSError) -> None:
         self.logger.error(f"accept() failed: {exc}; pausing 100 ms")
 
@@ -371,7 +425,16 @@ class Server:
             self._connections.discard(conn)
             self._count_changed()
 
-    async def _refuse(self, stream: SocketTransport, implicit: bool, peer: tuple[str, int]) -> None:
+    async def _refuse_accepted(
+        self, stream: SocketTransport, implicit: bool, peer: tuple[str, int]
+    ) -> None:
+        try:
+            await self._refuse(stream, implicit, peer)
+        finally:
+            self._refusing -= 1
+
+    async def _refuse(self, stream: trio.abc.Stream, implicit: bool, peer: tuple[str, int]) -> None:
+        """Over ``max_connections``: 421 4.7.0 (unless TLS comes first), then close."""
         self.logger.warn(
             f"Connection refused: peer={hostport(peer)} (max_connections "
             f"{self.config.max_connections} reached)"
@@ -384,8 +447,7 @@ class Server:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
         finally:
-            stream.close()
-            self._refusing -= 1
+            await trio.aclose_forcefully(stream)
 
     def shutdown(self) -> None:
         """Stop gracefully: stop accepting, let transactions finish, then 421.

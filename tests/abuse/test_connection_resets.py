@@ -103,7 +103,7 @@ async def test_reset_before_the_final_dot_delivers_nothing_and_leaks_nothing(poi
         assert record.done == []
         assert sorted(record.close) == sorted(record.connect)  # once each
         assert len(record.connect) == n
-        assert srv.server._per_ip == {}
+        assert srv.server.connections_per_address == {}
         # The per-address quota is whole again: n ordinary clients at once get through.
         async with ordinary_traffic(srv.port, senders=n, at_least=n) as traffic:
             await traffic.wait_sent(n)
@@ -124,5 +124,5 @@ async def test_reset_right_after_the_final_dot_delivers_the_whole_message_or_not
         assert len(delivered) <= n
         for mail in delivered:
             assert mail.content == BODY
-        assert srv.server._per_ip == {}
+        assert srv.server.connections_per_address == {}
     assert len(srv.logger.matching("(connection lost)")) == n

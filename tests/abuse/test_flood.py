@@ -127,5 +127,5 @@ async def test_flood_from_one_address_does_not_lock_out_other_addresses() -> Non
         # The per-address counter was released: the attacker's address is welcome again.
         await trio.to_thread.run_sync(lambda: send_mail(srv.port))
         await srv.wait_idle()
-        assert srv.server._per_ip == {}
+        assert srv.server.connections_per_address == {}
         await settle(lambda: tasks_living() == baseline_tasks)

@@ -244,5 +244,5 @@ async def test_a_data_factory_that_raises_refuses_its_connection_not_the_server(
         assert codes.count(b"421 4.3.0 local error in processing; try again later") == 10
         assert sorted(code[:4] for code in codes) == [b"220 "] * 10 + [b"421 "] * 10
         await srv.wait_idle()
-        assert srv.server._per_ip == {}
+        assert srv.server.connections_per_address == {}
     assert len(srv.logger.matching("cannot build per-connection state")) == 10

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import threading
+from functools import partial
 from typing import Any
 
 import pytest
@@ -15,7 +16,6 @@ import trio.testing
 
 from trio_smtp import Server
 from trio_smtp._auth_guard import AuthGuard, LocalFailureBudget
-from trio_smtp._connection_task import ConnectionTask
 
 
 async def test_delay_grows_with_each_failure_up_to_a_cap(autojump_clock: trio.abc.Clock) -> None:
@@ -125,14 +125,6 @@ async def test_each_failed_auth_is_answered_later_than_the_last(
         {"logger": _Quiet()},
     )
     client, server_stream = trio.testing.memory_stream_pair()
-    task = ConnectionTask(
-        server._connection_settings(),
-        server_stream,
-        peer=("192.0.2.1", 40000),
-        local=None,
-        implicit_tls=False,
-        limiter=server.address_limiter,
-    )
     buffer = b""
 
     async def reply() -> bytes:
@@ -154,7 +146,7 @@ async def test_each_failed_auth_is_answered_later_than_the_last(
         return "AUTH PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(task.run)
+        nursery.start_soon(partial(server.serve_stream, server_stream, peer=("192.0.2.1", 40000)))
         assert (await reply()).startswith(b"220")
         await command("EHLO client.test")
         first, waited_first = await command(plain("alice", "wrong"))

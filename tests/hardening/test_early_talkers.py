@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -12,7 +13,6 @@ import trio.testing
 from _harden_support import TIMEOUT, Lines, cli_server, serving, smtp
 
 from trio_smtp import Server
-from trio_smtp._connection_task import ConnectionTask
 from trio_smtp._early_talkers import TALKED_FIRST, wait_for_silence
 
 
@@ -74,16 +74,8 @@ async def memory_connection(
         {"logger": logger},
     )
     client, server_stream = trio.testing.memory_stream_pair()
-    task = ConnectionTask(
-        server._connection_settings(),
-        server_stream,
-        peer=("192.0.2.1", 40000),
-        local=None,
-        implicit_tls=False,
-        limiter=server.address_limiter,
-    )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(task.run)
+        nursery.start_soon(partial(server.serve_stream, server_stream, peer=("192.0.2.1", 40000)))
         yield client, server, logger
         await client.aclose()
 

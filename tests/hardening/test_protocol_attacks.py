@@ -5,19 +5,27 @@ over-long reply lines (issue 10). Each test failed on the engine before its fix.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
 import trio
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-
 import trio.lowlevel
-from _live_server import Client, Live, running_server
 
 from trio_smtp import Reply
+from trio_smtp.testing import SMTPClient as Client
+from trio_smtp.testing import SMTPTestServer as Live
+from trio_smtp.testing import serving
+
+
+def running_server(
+    events: Mapping[str, Any] | None = None, *, config: Mapping[str, Any] | None = None
+) -> AbstractAsyncContextManager[Live]:
+    """A server named ``mx.test`` serving in this run, its hooks untouched."""
+    schema = {"events": dict(events or {}), "config": {"hostname": "mx.test", **(config or {})}}
+    return serving(schema, faults=False)
+
 
 EHLO = "EHLO attacker.test"
 SMUGGLED = b"RCPT TO:<victim@x.test>\r\nBDAT 7 LAST\r\nSMUG!\r\n"

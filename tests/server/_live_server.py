@@ -3,9 +3,9 @@
 ``running_server`` is :func:`trio_smtp.testing.serving` with this suite's defaults (host
 name ``mx.test``, the test's hooks untouched); ``Client`` and ``ListLogger`` are the
 public :class:`~trio_smtp.testing.SMTPClient` and
-:class:`~trio_smtp.testing.RecordingLogger`. ``memory_connection`` runs a single
-:class:`ConnectionTask` over an in-memory stream, so that timeout tests can use Trio's
-autojump clock instead of waiting for real time.
+:class:`~trio_smtp.testing.RecordingLogger`. ``memory_connection`` serves one session
+over an in-memory stream (:meth:`Server.serve_stream`), so that timeout tests can use
+Trio's autojump clock instead of waiting for real time.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import smtplib
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
 import trio.testing
 
 from trio_smtp import Server
-from trio_smtp._connection_task import ConnectionTask
 from trio_smtp.sinks import MemorySink
 from trio_smtp.testing import CLIENT_TIMEOUT as CLIENT_TIMEOUT
 from trio_smtp.testing import (
@@ -115,24 +115,19 @@ async def memory_connection(
     *,
     peer: tuple[str, int] = ("192.0.2.1", 40000),
     lockstep: bool = False,
-) -> AsyncIterator[tuple[Client, ConnectionTaskRun]]:
-    """Run one connection task over an in-memory stream (works with the autojump clock).
+    wrap: Callable[[trio.abc.Stream], trio.abc.Stream] | None = None,
+) -> AsyncIterator[tuple[Client, SessionRun]]:
+    """Serve one session over an in-memory stream (works with the autojump clock).
 
-    Yields the client and a handle telling when the task has ended.
+    ``wrap`` may wrap the server's end (to record what it sends). Yields the client
+    and a handle telling when the session has ended.
     """
     pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
     client_stream, server_stream = pair()
-    task = ConnectionTask(
-        server._connection_settings(),
-        server_stream,
-        peer=peer,
-        local=None,
-        implicit_tls=False,
-        limiter=server.address_limiter,
-    )
-    run = ConnectionTaskRun(task)
+    stream: trio.abc.Stream = wrap(server_stream) if wrap is not None else server_stream
+    run = SessionRun()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(run.run)
+        nursery.start_soon(run.run, partial(server.serve_stream, stream, peer=peer))
         # Under the autojump clock a client timeout must outlast every server timeout.
         yield Client(client_stream, timeout=10_000), run
         with trio.fail_after(10_000):
@@ -140,17 +135,16 @@ async def memory_connection(
             await run.finished.wait()
 
 
-class ConnectionTaskRun:
-    """Runs a :class:`ConnectionTask` and records when it finished."""
+class SessionRun:
+    """Runs :meth:`Server.serve_stream` and records when it returned."""
 
-    def __init__(self, task: ConnectionTask) -> None:
-        self.task = task
+    def __init__(self) -> None:
         self.finished = trio.Event()
         self.ended_at: float | None = None
 
-    async def run(self) -> None:
+    async def run(self, serve: Callable[[], Any]) -> None:
         try:
-            await self.task.run()
+            await serve()
         finally:
             self.ended_at = trio.current_time()
             self.finished.set()

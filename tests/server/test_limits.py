@@ -108,7 +108,7 @@ async def test_connections_are_counted_while_open_and_released_after() -> None:
         for client in clients:
             await client.aclose()
         await live.wait_idle()
-        assert live.server._per_ip == {}
+        assert live.server.connections_per_address == {}
 
 
 async def test_refused_connections_do_not_wait_for_the_client() -> None:

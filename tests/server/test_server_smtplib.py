@@ -250,10 +250,15 @@ class _RecordingStream(trio.abc.HalfCloseableStream):
 
 async def test_replies_of_a_pipelined_batch_go_out_in_one_send() -> None:
     server, sink, _ = make_server()
-    async with memory_connection(server) as (client, run):
-        assert isinstance(run.task.link.stream, trio.abc.HalfCloseableStream)
-        recorder = _RecordingStream(run.task.link.stream)
-        run.task.link.stream = recorder
+    recorders: list[_RecordingStream] = []
+
+    def record(stream: trio.abc.Stream) -> trio.abc.Stream:
+        assert isinstance(stream, trio.abc.HalfCloseableStream)
+        recorders.append(_RecordingStream(stream))
+        return recorders[0]
+
+    async with memory_connection(server, wrap=record) as (client, _run):
+        [recorder] = recorders
         await client.reply()
         await client.expect("EHLO client.test", 250)
         recorder.sends.clear()

@@ -36,8 +36,19 @@ def test_threaded_fixture_collects_messages_from_sync_code(
     assert threaded_smtp_server.messages == []
 
 
+def _task_names(task: trio.lowlevel.Task) -> list[str]:
+    names = [task.name]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            names += _task_names(child)
+    return names
+
+
 async def test_trio_fixture_runs_in_the_tests_event_loop(smtp_server: SMTPTestServer) -> None:
-    assert trio.lowlevel.current_trio_token() is smtp_server.server._token
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    tasks = _task_names(root)
+    assert any(name.endswith("Server.serve") for name in tasks)
     await trio.to_thread.run_sync(_send, smtp_server.host, smtp_server.port, "Hi")
     assert [m.message["Subject"] for m in smtp_server.messages] == ["Hi"]
     smtp_server.reset()
