@@ -17,6 +17,9 @@ import trio.testing
 from trio_smtp import Server
 from trio_smtp._auth_guard import AuthGuard, LocalFailureBudget
 
+#: A bound on waits that only a bug makes long (a hang guard, not a timing check).
+HANG_GUARD = 60.0
+
 
 async def test_delay_grows_with_each_failure_up_to_a_cap(autojump_clock: trio.abc.Clock) -> None:
     guard = AuthGuard(
@@ -71,8 +74,13 @@ async def test_budget_memory_is_bounded(autojump_clock: trio.abc.Clock) -> None:
 
 
 async def test_password_checks_have_their_own_threads() -> None:
-    """A flood of slow checks runs ``threads`` at a time and leaves Trio's pool free."""
+    """A flood of slow checks runs ``threads`` at a time and leaves Trio's pool free.
+
+    No timing: the test waits (in a thread) until two checks are really inside the
+    authenticator, and the checks wait for the test; the bounds are hang guards only.
+    """
     release = threading.Event()
+    both_running = threading.Event()
     running = 0
     most = 0
     lock = threading.Lock()
@@ -82,7 +90,9 @@ async def test_password_checks_have_their_own_threads() -> None:
         with lock:
             running += 1
             most = max(most, running)
-        release.wait(10)
+            if running == 2:
+                both_running.set()
+        assert release.wait(HANG_GUARD)
         with lock:
             running -= 1
         return False
@@ -91,13 +101,19 @@ async def test_password_checks_have_their_own_threads() -> None:
     async with trio.open_nursery() as nursery:
         for _ in range(60):  # more than Trio's default limiter (40 threads)
             nursery.start_soon(guard.verify, slow_check, "PLAIN", "u", "p")
-        await trio.testing.wait_all_tasks_blocked()
-        # Storage work in Trio's default thread pool is not stuck behind the checks.
-        with trio.fail_after(5):
+        # Two checks are inside the authenticator (however slowly their threads start),
+        # and this wait is itself a thread of Trio's default pool: it is not full.
+        with trio.fail_after(HANG_GUARD):
+            assert await trio.to_thread.run_sync(both_running.wait, HANG_GUARD)
+            # Storage work in Trio's default thread pool is not stuck behind the checks.
             assert await trio.to_thread.run_sync(lambda: "stored") == "stored"
+        await trio.testing.wait_all_tasks_blocked()
         assert guard.limiter.borrowed_tokens == 2
+        with lock:
+            assert running == 2
         release.set()
     assert most == 2
+    assert running == 0
 
 
 # ------------------------------------------------------------------ through a connection
