@@ -14,7 +14,7 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ._auth_file import load_auth_file
+from . import _services as services
 from ._auth_guard import AuthGuard, LocalFailureBudget
 from ._config import ServerConfig
 from ._connection_task import ConnectionTask
@@ -22,7 +22,7 @@ from ._early_talkers import GreetingGuard
 from ._hooks import SYNC_HOOK_THREADS
 from ._limits import AddressLimiter, PerAddressLimit
 from ._listeners import Listener, accept, close_all, open_tcp, open_unix, sockaddr, start_line
-from ._logger import Logger, LoggerLike, announce, as_logger
+from ._logger import LoggerLike, announce
 from ._metrics import Metrics
 from ._names import hostport
 from ._relay_policy import RelayPolicy
@@ -32,11 +32,9 @@ from ._schema import Schema, make_schema
 from ._settings import Authenticator, ConnectionSettings
 from ._spool import Spool
 from ._systemd import inherited_listeners, notify
-from ._tls import server_ssl_context
 from ._transport import SocketTransport
 from .engine import EngineConfig
 from .sinks import PrintSink, RelaySink
-from .verify._verifier import Verifier
 
 _REFUSE_TIMEOUT: Final = 2.0
 #: Connections being told 421 (over max_connections) at once; more are just closed.
@@ -72,8 +70,8 @@ class Server:
         self.config: ServerConfig = self.schema.config
         self.hooks = self.schema.events
         self.data_factory = self.schema.data
-        self.deps: Mapping[str, Any] = _dependencies(dependencies)
-        self.logger: LoggerLike = _logger(self.deps, self.config)
+        self.deps: Mapping[str, Any] = services.dependencies(dependencies)
+        self.logger: LoggerLike = services.logger(self.deps, self.config)
         sink = self.deps.get("sink")
         self.sink = sink if sink is not None else PrintSink(logger=self.logger)
         metrics = self.deps.get("metrics")
@@ -82,10 +80,10 @@ class Server:
         #: The server's Prometheus counters (``dependencies["metrics"]``; off by default).
         self.metrics: Metrics = metrics if metrics is not None else Metrics(enabled=False)
         self._settings: ConnectionSettings | None = None
-        self._authenticator: Authenticator | None = _authenticator(self.deps, self.config)
-        self._ssl_context: ssl.SSLContext | None = _ssl_context(self.config)
+        self._authenticator: Authenticator | None = services.authenticator(self.deps, self.config)
+        self._ssl_context: ssl.SSLContext | None = services.ssl_context(self.config)
         self.hostname = self.config.hostname or "localhost"
-        self.verifier = _verifier(self.config)
+        self.verifier = services.verifier(self.config)
         self.engine_config = self._engine_config(self.hostname)
         #: Counts connections per client address (``max_connections_per_ip``); may be
         #: replaced, before :meth:`serve`, by any :class:`~._limits.AddressLimiter`.
@@ -503,49 +501,3 @@ class Server:
             await nursery.start(watch)
             await self.serve()
             nursery.cancel_scope.cancel()
-
-
-def _verifier(config: ServerConfig) -> Verifier | None:
-    if not config.verify:
-        return None
-    return Verifier(
-        config.verify,
-        dns_servers=config.dns_servers,
-        dmarc_enforce=config.dmarc_enforce,
-        dns_budget=config.dns_budget,
-    )
-
-
-def _dependencies(dependencies: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``dependencies`` mapping, its ``sink`` and ``authenticator`` checked."""
-    if dependencies is not None and not isinstance(dependencies, Mapping):
-        raise TypeError(f"dependencies must be a mapping, not {dependencies!r}")
-    deps = dict(dependencies or {})
-    sink = deps.get("sink")
-    if sink is not None and not callable(getattr(sink, "deliver", None)):
-        raise TypeError(f"sink {sink!r} has no deliver(mail) method")
-    authenticator = deps.get("authenticator")
-    if authenticator is not None and not callable(authenticator):
-        raise TypeError(f"authenticator must be callable, not {authenticator!r}")
-    return deps
-
-
-def _logger(deps: Mapping[str, Any], config: ServerConfig) -> LoggerLike:
-    logger = deps.get("logger")
-    return Logger(level=config.log_level) if logger is None else as_logger(logger)
-
-
-def _authenticator(deps: Mapping[str, Any], config: ServerConfig) -> Authenticator | None:
-    authenticator: Authenticator | None = deps.get("authenticator")
-    if authenticator is None and config.auth_file is not None:
-        authenticator = load_auth_file(config.auth_file)
-    return authenticator
-
-
-def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
-    if config.tls_cert is None:
-        return None
-    assert config.tls_key is not None
-    return server_ssl_context(
-        config.tls_cert, config.tls_key, sni=config.tls_sni, client_ca=config.tls_client_ca
-    )
