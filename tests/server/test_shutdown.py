@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -191,9 +192,9 @@ def test_threaded_server_stop_from_inside_another_trio_run() -> None:
     from trio_smtp.testing import ThreadedServer
 
     async def main() -> None:
+        before = set(threading.enumerate())
         smtp = ThreadedServer().start()
-        thread = smtp._thread
-        assert thread is not None
+        [thread] = [t for t in set(threading.enumerate()) - before if t.name == "trio_smtp-test"]
         smtp.stop()
         assert not thread.is_alive()
 
