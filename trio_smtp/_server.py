@@ -379,7 +379,8 @@ class Server:
         (where Trio's autojump clock then drives every timeout), a stream wrapped to
         record what is sent. The session gets everything a listened one gets (hooks,
         limits, timeouts, TLS, the per-address count, :attr:`connections`), and
-        :meth:`shutdown` ends it gracefully while :meth:`serve` runs; it need not.
+        :meth:`shutdown` ends it gracefully while :meth:`serve` runs; it need not (but
+        when it does, call this in the same Trio run).
         Over ``max_connections`` the client gets ``421 4.7.0`` and the stream closes.
 
         Args:
