@@ -105,11 +105,20 @@ class Admission:
                 if not self.admit(event.addr, why=" (XCLIENT)"):
                     return
             self.session.peer = (event.addr, event.port if event.port is not None else 0)
+        # NAME is the client's name from here on ([UNAVAILABLE]/[TEMPUNAVAIL]: none);
+        # DESTADDR/DESTPORT the address it connected to. HELO and PROTO: the engine's.
+        if "NAME" in event.attributes:
+            self.session.client_name = event.name
+        if event.destaddr is not None or event.destport is not None:
+            host, port = self.session.local or ("", 0)
+            self.session.local = (event.destaddr or host, event.destport or port)
         bind(peer=hostport(self.session.peer))
         self.logger.info(
             f"XCLIENT: id={self.session.id} client {hostport(self.session.peer)}"
             + (f" name={event.name}" if event.name else "")
             + (f" helo={event.helo}" if event.helo else "")
             + (f" login={event.login}" if event.login else "")
+            + (f" proto={event.proto}" if event.proto else "")
+            + (f" to={hostport(self.session.local)}" if event.destaddr or event.destport else "")
             + f" via {proxy}"
         )

@@ -118,7 +118,8 @@ def received_header(mail: Mail, *, for_recipient: str | None = None) -> bytes:
         \tby mx.example.org with ESMTPS id 1a2b3c
         \tfor <bob@example.org>; Tue, 28 Nov 2026 14:39:08 +0000
 
-    No DNS lookup is made: the client is named by its HELO name and its address literal. The
+    No DNS lookup is made: the client is named by its HELO name, the name a trusted proxy
+    gave (XCLIENT ``NAME``; Postfix's ``from helo (name [addr])``) and its address literal. The
     ``for`` clause names one recipient only (RFC 5321 §4.4 warns that listing several discloses
     Bcc recipients): ``for_recipient`` when given, else the only recipient of a
     single-recipient message, else none. The login of an authenticated client is never
@@ -136,8 +137,12 @@ def received_header(mail: Mail, *, for_recipient: str | None = None) -> bytes:
     ascii_only = not mail.smtputf8
     peer = address_literal(session.peer[0])
     helo = printable(session.helo_name or "", limit=MAX_DOMAIN, ascii_only=ascii_only, token=True)
-    # RFC 5321 §4.4 Extended-Domain: a domain (or address literal) followed by the TCP-info.
-    lines = [f"Received: from {helo or peer} ({peer})"]
+    # RFC 5321 §4.4 Extended-Domain: a domain (or address literal) followed by the
+    # TCP-info, "address-literal / ( Domain FWS address-literal )": the client's name
+    # when a trusted proxy gave it (XCLIENT NAME), as Postfix writes "(name [addr])".
+    name = printable(session.client_name or "", limit=MAX_DOMAIN, ascii_only=True, token=True)
+    tcp_info = f"{name} {peer}" if name else peer
+    lines = [f"Received: from {helo or name or peer} ({tcp_info})"]
     if session.tls is not None:
         tls = [f"using {printable(session.tls.version or 'TLS', limit=_MAX_TOKEN, token=True)}"]
         if session.tls.cipher:

@@ -79,8 +79,12 @@ class Session:
 
     Attributes:
         id: A short unique identifier, used in log lines and ``Received`` headers.
-        peer: The client's ``(host, port)`` (the real one behind a PROXY header).
-        local: The server's ``(host, port)`` for this connection.
+        peer: The client's ``(host, port)`` (the real one behind a PROXY header or XCLIENT).
+        local: The server's ``(host, port)`` for this connection (XCLIENT's ``DESTADDR``
+            and ``DESTPORT`` behind a proxy that gives them).
+        client_name: The client's host name when a trusted proxy gave it (XCLIENT
+            ``NAME``), else ``None`` (no DNS lookup is made; ``[UNAVAILABLE]`` and
+            ``[TEMPUNAVAIL]`` are ``None`` too).
         hostname: The server's own name, as in the greeting.
         helo_name: The name the client gave in HELO, EHLO or LHLO, or ``None``.
         esmtp: ``True`` once the client used EHLO (or LHLO).
@@ -99,6 +103,7 @@ class Session:
     id: str
     peer: tuple[str, int]
     local: tuple[str, int] | None = None
+    client_name: str | None = None
     hostname: str = "localhost"
     lmtp: bool = False
     tls: TLSInfo | None = None
