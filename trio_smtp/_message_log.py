@@ -226,9 +226,31 @@ class LoggedSink:
             raise
         if kind == "path":
             await log_message(self.logger, "info", mail, "accepted", path=written or target)
-        else:
+        elif replies is None:
             await log_message(self.logger, "info", mail, "accepted", upstream=target)
+        else:
+            await self._log_per_recipient(mail, replies, target)
         return replies
+
+    async def _log_per_recipient(self, mail: Mail, replies: Any, target: str) -> None:
+        """An LMTP server's relay answered each recipient: who got it, who was refused."""
+        pairs = list(zip(mail.recipients, replies, strict=False))
+        taken = [rcpt.address for rcpt, reply in pairs if reply.is_positive]
+        if taken:
+            await log_message(
+                self.logger, "info", mail, "accepted", recipients=taken, upstream=target
+            )
+        for rcpt, reply in pairs:
+            if not reply.is_positive:
+                await log_message(
+                    self.logger,
+                    "warn",
+                    mail,
+                    "refused",
+                    recipients=[rcpt.address],
+                    reply=reply,
+                    upstream=target,
+                )
 
 
 def _reason(exc: BaseException) -> str:

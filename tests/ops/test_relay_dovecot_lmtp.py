@@ -160,7 +160,18 @@ def test_each_recipient_gets_dovecots_answer(dovecot_users: _Dovecot) -> None:
         bob, nobody, carol = _lmtp(
             port, ["bob@example.test", "nobody@example.test", "carol@example.test"], body
         )
+        accepted = server.wait_err(r"Message accepted: .* upstream=").string
+        refused = [server.wait_err(r"Message refused: ").string for _ in range(2)]
         assert server.stop(signal.SIGTERM) == 0
+    # The log says who got it and who did not, and why.
+    assert "to=<bob@example.test>" in accepted
+    assert "nobody" not in accepted
+    assert "carol" not in accepted
+    assert [("nobody" in line, "carol" in line) for line in refused] == [
+        (True, False),
+        (False, True),
+    ]
+    assert "Quota exceeded" in refused[1]
     assert bob.startswith(b"250 2.1.5 <bob@example.test> relayed"), bob
     # Unknown at Dovecot's RCPT: permanent, for that recipient only.
     assert nobody.startswith(b"550 5.1.1 upstream refused <nobody@example.test>: "), nobody
