@@ -34,6 +34,7 @@ from ._replies import (
     CONNECT_REFUSED,
     HOOK_FAILED,
     HOOK_REFUSED,
+    QUEUED_AS,
 )
 from .engine import Bdat, Command, MailFrom, RcptTo, Reply
 
@@ -361,7 +362,7 @@ class HookRunner:
         deliver = self.hooks.get("done") or sink.deliver
         result = await self.call("done", deliver, mail, mail=mail)
         if result is None and not lmtp:
-            return [Reply(250, f"2.0.0 OK queued as {mail.id}")]
+            return [QUEUED_AS(mail.id)]
         return await self.message_replies(result, mail, lmtp=lmtp)
 
     async def message_replies(self, result: Any, mail: Any, *, lmtp: bool) -> list[Reply]:
@@ -372,7 +373,7 @@ class HookRunner:
         """
         if not lmtp:
             reply = await self.as_reply("done", result, mail)
-            return [reply or Reply(250, f"2.0.0 OK queued as {mail.id}")]
+            return [reply or QUEUED_AS(mail.id)]
         recipients = mail.recipients
         n = len(recipients)
         default = [Reply(250, f"2.1.5 <{r.address}> delivered") for r in recipients]

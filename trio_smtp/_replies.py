@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Final
 
 from .engine import Reply
+from .engine._replies import ReplyTemplate
 
 #: A hook (or the sink, or the authenticator) failed or overran ``hook_timeout``.
 HOOK_FAILED: Final = Reply(451, "4.3.0 local error in processing; try again later")
+#: A message taken (by the ``done`` hook or the sink), with its queue id.
+QUEUED_AS: Final = ReplyTemplate(250, "2.0.0 OK queued as ")
 #: A hook answered ``False``.
 HOOK_REFUSED: Final = Reply(550, "5.7.1 rejected")
 #: The ``connect`` hook answered ``False``; RFC 5321 §3.1: 554 instead of the greeting.

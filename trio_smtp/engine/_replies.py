@@ -57,6 +57,8 @@ _TEXT_BUDGET: Final = MAX_REPLY_LINE - 6
 
 # RFC 3463 §2: class "." subject "." detail, class in {2, 4, 5}.
 _ENHANCED_RE: Final = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+# What reply text may not hold: control characters other than LF (which splits lines).
+_CONTROL_RE: Final = re.compile("[\x00-\x09\x0b-\x1f\x7f]")
 
 
 class Reply(Exception):
@@ -89,9 +91,8 @@ class Reply(Exception):
             raise ValueError(f"reply code must be an integer from 200 to 599, not {code!r}")
         if not isinstance(text, str):
             raise TypeError(f"reply text must be a str, not {text!r}")
-        for ch in text:
-            if (ch < " " and ch != "\n") or ch == "\x7f":
-                raise ValueError(f"reply text must not contain control characters: {text!r}")
+        if _CONTROL_RE.search(text) is not None:
+            raise ValueError(f"reply text must not contain control characters: {text!r}")
         super().__init__(code, text)
         self.code = code
         self.text = text
@@ -179,6 +180,51 @@ class Reply(Exception):
             parts.append((last if self.code == 334 else last.rstrip()) + "\r\n")
             wire = self._wire[enhanced] = "".join(parts).encode("utf-8")
         return wire
+
+
+class ReplyTemplate:
+    """Single-line replies that differ only in their last word, formatted without the
+    work of a :class:`Reply` built from any text.
+
+    ``ReplyTemplate(250, "2.0.0 OK queued as ")(mail_id)`` equals ``Reply(250, "2.0.0 OK
+    queued as " + mail_id)`` and goes on the wire as the same bytes; the text before the
+    word is checked and formatted once, here, and each reply only appends the word (a
+    message's reply is built for every message: a fifth of the engine's share of it).
+
+    Args:
+        code: The reply code.
+        text: The text before the word, with its enhanced status code.
+
+    Raises:
+        ValueError: when ``text`` is not a valid single-line reply text with an
+            enhanced code.
+    """
+
+    __slots__ = ("_head", "code", "text")
+
+    def __init__(self, code: int, text: str) -> None:
+        sample = Reply(code, text + "x")
+        wire = sample.to_bytes()
+        if "\n" in text or _ENHANCED_RE.match(text) is None or not wire.endswith(b"x\r\n"):
+            raise ValueError(f"not a single-line reply text with an enhanced code: {text!r}")
+        self.code = code
+        self.text = text
+        self._head = wire[:-3]
+
+    def __repr__(self) -> str:
+        return f"ReplyTemplate({self.code!r}, {self.text!r})"
+
+    def __call__(self, word: str) -> Reply:
+        """The reply with ``word`` at the end (checked: printable ASCII, no space)."""
+        if not (word.isascii() and word.isprintable()) or " " in word or len(word) > 64:
+            return Reply(self.code, self.text + word)
+        reply = Reply.__new__(Reply)
+        text = self.text + word
+        Exception.__init__(reply, self.code, text)
+        reply.code = self.code
+        reply.text = text
+        reply._wire = {True: self._head + word.encode("ascii") + b"\r\n"}
+        return reply
 
 
 def _split_line(prefix: str, text: str) -> list[str]:
