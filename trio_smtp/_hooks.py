@@ -179,7 +179,8 @@ class HookRunner:
         limit = trio.current_time() + self.timeout
         if deadline is not None and deadline < limit:
             limit = deadline
-        started = trio.current_time()
+        timed = self._metrics.enabled
+        started = trio.current_time() if timed else 0.0
         try:
             # A bare scope rather than fail_at: the same deadline without the two
             # generator-based context managers around it, on every message's path.
@@ -191,7 +192,8 @@ class HookRunner:
             await self.failed(exc, mail, hook=name)
             return FAILED
         finally:
-            self._metrics.hook_duration(name, trio.current_time() - started)
+            if timed:
+                self._metrics.hook_duration(name, trio.current_time() - started)
         # Only a scope that caught its own cancellation gets here: the deadline passed.
         await self.failed(HookTimeout(name, self.timeout), mail)
         return FAILED

@@ -124,7 +124,7 @@ class MemoryBudget:
         """Return ``n`` bytes taken earlier and wake whoever waits for room."""
         self.used -= n
         assert self.used >= 0, "gave back more than was taken"
-        if n:
+        if n and self._freed:  # unpark_all costs more than the test, and rarely wakes anyone
             self._freed.unpark_all()
 
 
