@@ -3,6 +3,7 @@
 Usage::
 
     python bench/ab_bench.py [--sessions 20] [--messages 10000] [--rounds 5] [--new] DIR DIR...
+    python bench/ab_bench.py --callgrind [--sessions 1] [--messages 1000] DIR DIR...
 
 Each DIR is a checkout (``git worktree add`` or ``git archive REV | tar -x -C DIR``); its
 ``bench/trio_server.py`` runs with ``PYTHONPATH=DIR``. After a warm-up, every round sends
@@ -11,6 +12,16 @@ connections kept, unless ``--new``), rotating which goes first, and reads the se
 user and system CPU time from ``/proc/PID/stat`` around each run. It prints the medians:
 msg/s and CPU µs per message. On a shared machine the CPU per message is the steadier
 figure; compare checkouts within one invocation only.
+
+``--callgrind`` counts instead of timing: each server runs under valgrind's callgrind
+(``valgrind`` and ``callgrind_control`` on ``PATH``; ~50x slower, a minute or more to
+start), its counters are zeroed after the warm-up and dumped after one run of
+``--messages``, and the report is the server's instructions per message. The count does
+not move with what else runs on the machine, so a change of a few percent shows on a
+shared machine where CPU time cannot show it; it weighs every instruction alike (a
+syscall's kernel side is not counted), so confirm a gain with the timed bench when the
+machine is quiet. Use ``--sessions 1``: with one client the server takes the same path
+for every message whatever the timing, so two runs of one checkout agree within ~0.5%.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Final
@@ -42,6 +54,42 @@ def _load(args: argparse.Namespace, port: int, messages: int) -> float:
     return time.monotonic() - start
 
 
+def _instructions(args: argparse.Namespace, directory: Path) -> int:
+    """Instructions the server in ``directory`` runs for ``--messages`` (callgrind)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        process = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={tmp}/callgrind.%p",
+                sys.executable,
+                str(directory / "bench" / "trio_server.py"),
+                "--port",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(directory)},
+            cwd=directory,
+        )
+        try:
+            assert process.stdout is not None
+            port = int(process.stdout.readline().split()[1])
+            _load(args, port, max(args.messages // 5, 2 * args.sessions))
+            pid = str(process.pid)
+            subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
+            _load(args, port, args.messages)
+            subprocess.run(["callgrind_control", "--dump", pid], check=True, capture_output=True)
+        finally:
+            process.terminate()
+            process.wait()
+        dump = Path(tmp) / f"callgrind.{process.pid}.1"
+        for line in dump.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no instruction count in {dump}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=20)
@@ -49,8 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--new", action="store_true", help="a new connection per message")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="count instructions per message (valgrind)"
+    )
     parser.add_argument("dirs", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    if args.callgrind:
+        for directory in args.dirs:
+            per = _instructions(args, directory) / args.messages
+            print(f"{directory!s:40} {per:10,.0f} instructions/msg", flush=True)
+        return 0
     servers: list[tuple[Path, subprocess.Popen[bytes], int]] = []
     results: dict[Path, list[tuple[float, float, float]]] = {d: [] for d in args.dirs}
     try:
