@@ -201,14 +201,14 @@ class Supervisor:
         """SIGTERM/SIGINT: the first drains the workers, the next stops them at once."""
         self.signals_seen += 1
         name = signal.Signals(signum).name
+        # Logged once the workers have been sent their signal (tests wait for the line).
         if self.signals_seen == 1:
             notify("STOPPING=1")
+            self._send(signal.SIGTERM)
             self.logger.log(f"Supervisor received {name}: stopping workers")
-            forward = signal.SIGTERM
         else:
+            self._send(signal.SIGUSR1)
             self.logger.warn(f"Supervisor received {name} again: stopping workers now")
-            forward = signal.SIGUSR1
-        self._send(forward)
 
     def on_hangup(self, _signum: int, _frame: object) -> None:
         """SIGHUP: every worker reloads."""

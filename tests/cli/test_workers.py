@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+#: A generous bound for anything the test waits for: the suite runs on loaded machines.
+WAIT = 60.0
+
 START = re.compile(
     rb"\[LOG\] - Server start on ip: 127\.0\.0\.1 port: (\d+) pid: (\d+) worker: (\d+)"
 )
@@ -66,7 +69,7 @@ class Workers:
                 self._cond.notify_all()
 
     def wait_workers(
-        self, workers: set[int], exclude: frozenset[int] = frozenset(), timeout: float = 20
+        self, workers: set[int], exclude: frozenset[int] = frozenset(), timeout: float = WAIT
     ) -> None:
         with self._cond:
             ok = self._cond.wait_for(
@@ -75,7 +78,7 @@ class Workers:
             )
         assert ok, b"".join(self.lines).decode()
 
-    def wait_log(self, pattern: bytes, count: int, timeout: float = 20) -> None:
+    def wait_log(self, pattern: bytes, count: int, timeout: float = WAIT) -> None:
         """Wait until ``count`` lines of the log match the regex ``pattern``."""
         regex = re.compile(pattern)
         with self._cond:
@@ -87,7 +90,7 @@ class Workers:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(30)
+            return self.proc.wait(WAIT)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -102,7 +105,7 @@ def _send_many(port: int, count: int, tag: str) -> list[str]:
     for i in range(count):
         mid = f"{tag}-{i}"
         try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+            with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as s:
                 s.sendmail(
                     "load@example.org",
                     ["sink@example.com"],
@@ -185,7 +188,7 @@ class _Raw:
     """A blocking raw client for exact control of a transaction in flight."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         self.file = self.sock.makefile("rb")
 
     def reply(self) -> bytes:
@@ -220,24 +223,42 @@ def test_a_signal_to_the_whole_process_group_drains_gracefully(
         assert client.command(b"DATA").startswith(b"354")
         client.sock.sendall(b"Subject: in flight\r\n\r\nfirst half\r\n")
         os.killpg(w.proc.pid, signum)
-        # Both workers are draining and the supervisor has passed its SIGTERM on. A
-        # moment more lets a worker act on that second signal (before the fix it took
-        # it as "stop now" and the client got 421 here); the pass does not depend on it.
+        # Both workers are draining and the supervisor has passed its SIGTERM on (it
+        # logs that line once sent), and no worker has a SIGTERM still pending: the
+        # second one has reached the worker too (before the fix it took it as "stop
+        # now" and the client got 421 here).
         w.wait_log(rb"Supervisor received", 1)
         w.wait_log(rb"Server shutting down", 2)
-        time.sleep(0.5)
+        for pid in w.pids.values():
+            _wait_delivered(pid, signal.SIGTERM)
         # The message in flight is still accepted and stored ...
         assert client.command(b"second half\r\n.").startswith(b"250")
         # ... and only then is the client told the server is going away.
         assert client.command(b"NOOP").startswith(b"421")
     finally:
         client.close()
-        status = w.proc.wait(30)
+        status = w.proc.wait(WAIT)
         if w.proc.stderr is not None:
             w.proc.stderr.close()
     assert status == 0
     assert _subjects(w.maildir) == ["in flight"]
     assert b"stopping now" not in b"".join(w.lines)
+
+
+def _wait_delivered(pid: int, signum: int, timeout: float = WAIT) -> None:
+    """Wait until process ``pid`` has no ``signum`` pending (/proc/PID/status)."""
+    bit = 1 << (signum - 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        status = Path(f"/proc/{pid}/status").read_text()
+        pending = 0
+        for line in status.splitlines():
+            if line.startswith(("SigPnd:", "ShdPnd:")):
+                pending |= int(line.split()[1], 16)
+        if not pending & bit:
+            return
+        assert time.monotonic() < deadline, f"signal {signum} still pending in {pid}"
+        time.sleep(0.01)
 
 
 def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
