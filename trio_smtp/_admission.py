@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ._logger import bind
 from ._names import hostport
 from ._proxy_reader import accept_proxy_header
-from ._replies import TOO_MANY_FROM_IP
+from ._replies import BUSY, TOO_MANY_FROM_IP
 
 if TYPE_CHECKING:
     import trio
@@ -83,9 +83,20 @@ class Admission:
         if self.limiter.admit(ip):
             self.admitted = ip
             return True
+        config = self.settings.config
+        # A limiter shared by --workers also counts the whole server: it says which limit.
+        limit = getattr(self.limiter, "refused_for", "max_connections_per_ip")
+        self.settings.metrics.connection_refused(limit)
+        if limit == "max_connections":
+            self.logger.warn(
+                f"Connection refused: peer={ip} (max_connections {config.max_connections} "
+                f"reached){why}"
+            )
+            self.engine.close(BUSY, reason="too many connections")
+            return False
         self.logger.warn(
             f"Connection refused: {ip} is at max_connections_per_ip "
-            f"{self.settings.config.max_connections_per_ip}{why}"
+            f"{config.max_connections_per_ip}{why}"
         )
         self.engine.close(TOO_MANY_FROM_IP, reason="too many connections from address")
         return False

@@ -30,6 +30,9 @@ MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 #: the default hook timeout is 60 s.
 HOOK_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 
+#: The ``reason`` labels of ``connections_refused_total``: the limit reached.
+REFUSAL_REASONS: Final = ("max_connections", "max_connections_per_ip")
+
 MISSING: Final = "--metrics needs prometheus-client: python -m pip install 'trio_smtp[metrics]'"
 
 
@@ -53,7 +56,9 @@ class Metrics:
     The metrics (all prefixed ``trio_smtp_``): ``connections_total``, ``connections_open``,
     ``messages_total{outcome="accepted|refused|failed"}``, ``message_bytes_total``,
     ``replies_total{code}``, ``auth_failures_total``, ``hook_duration_seconds{hook}``
-    (histogram) and ``tls_handshakes_total{result="ok|failed"}``.
+    (histogram), ``tls_handshakes_total{result="ok|failed"}`` and
+    ``connections_refused_total{reason="max_connections|max_connections_per_ip"}``
+    (also counted in ``connections_total``).
     """
 
     def __init__(self, *, enabled: bool = True) -> None:
@@ -65,7 +70,9 @@ class Metrics:
 
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self._connections = Counter(
-            "trio_smtp_connections", "Connections accepted.", registry=registry
+            "trio_smtp_connections",
+            "Connections accepted (refused ones included).",
+            registry=registry,
         )
         self._open = Gauge(
             "trio_smtp_connections_open",
@@ -95,6 +102,12 @@ class Metrics:
             buckets=HOOK_BUCKETS,
             registry=registry,
         )
+        self._refused = Counter(
+            "trio_smtp_connections_refused",
+            "Connections closed at once (421) because a limit was reached, by limit.",
+            ["reason"],
+            registry=registry,
+        )
         self._tls = Counter(
             "trio_smtp_tls_handshakes",
             "TLS handshakes (STARTTLS and implicit), by result.",
@@ -105,6 +118,8 @@ class Metrics:
             self._messages.labels(outcome)  # shown as 0 before the first message
         for result in ("ok", "failed"):
             self._tls.labels(result)
+        for reason in REFUSAL_REASONS:
+            self._refused.labels(reason)
 
     def __repr__(self) -> str:
         return f"<Metrics enabled={self.enabled}>"
@@ -119,6 +134,19 @@ class Metrics:
         """A connection counted by :meth:`connection_opened` ended."""
         if self.enabled:
             self._open.dec()
+
+    def connection_refused(self, reason: str, *, uncounted: bool = False) -> None:
+        """A connection was refused (421, closed) because the limit ``reason`` was reached.
+
+        Args:
+            reason: ``"max_connections"`` or ``"max_connections_per_ip"``.
+            uncounted: It was refused at accept, before :meth:`connection_opened`:
+                count it in ``connections_total`` too (which counts every connection).
+        """
+        if self.enabled:
+            self._refused.labels(reason).inc()
+            if uncounted:
+                self._connections.inc()
 
     def message(self, outcome: str, size: int = 0) -> None:
         """A message was ``accepted`` (``size`` bytes), ``refused`` or ``failed``."""

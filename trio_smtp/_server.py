@@ -345,6 +345,7 @@ class Server:
             # A Unix socket's client has no address: all of them count as "unix".
             peer = sockaddr(peer_name) if peer_name else ("unix", 0)
             if len(self._connections) >= self.config.max_connections:
+                self.metrics.connection_refused("max_connections", uncounted=True)
                 if self._refusing >= _MAX_REFUSING:
                     # A flood: refusals get no task (nor a 421) past this many at once.
                     stream.close()
@@ -400,6 +401,7 @@ class Server:
                 self.engine_config = self._engine_config(self.hostname)
             self._settings = self._connection_settings()
         if len(self._connections) >= self.config.max_connections:
+            self.metrics.connection_refused("max_connections", uncounted=True)
             await self._refuse(stream, implicit_tls, peer)
             return
         conn = ConnectionTask(

@@ -137,18 +137,25 @@ class SharedLimits:
             sum(self._conns[w * step + 1 + b] for w in range(self.workers)) for b in (first, second)
         )
 
-    def admit(self, worker: int, ip: str, *, max_total: int, max_per_ip: int) -> bool:
-        """Count a connection from ``ip`` on ``worker`` if both limits allow it."""
+    def admit(self, worker: int, ip: str, *, max_total: int, max_per_ip: int) -> str | None:
+        """Count a connection from ``ip`` on ``worker`` if both limits allow it.
+
+        Returns:
+            ``None`` when counted, else the limit reached: ``"max_connections"`` (the
+            whole server) or ``"max_connections_per_ip"``.
+        """
         column = self._column(worker)
         first, second = _bucket_pair(self._key, ip, self.buckets)
         self._lock()
         try:
-            if self.connections() >= max_total or self.connections_from(ip) >= max_per_ip:
-                return False
+            if self.connections() >= max_total:
+                return "max_connections"
+            if self.connections_from(ip) >= max_per_ip:
+                return "max_connections_per_ip"
             self._conns[column] += 1
             self._conns[column + 1 + first] += 1
             self._conns[column + 1 + second] += 1
-            return True
+            return None
         finally:
             self._unlock()
 
@@ -207,7 +214,8 @@ class SharedAddressLimiter:
     """The :class:`~trio_smtp._limits.AddressLimiter` of a worker: limits for all workers.
 
     ``admit`` refuses when the whole server has ``max_connections`` open, or the
-    address has ``max_connections_per_ip`` open on any of the workers together.
+    address has ``max_connections_per_ip`` open on any of the workers together;
+    :attr:`refused_for` then names the limit reached (for the reply and the metrics).
     """
 
     def __init__(
@@ -217,14 +225,21 @@ class SharedAddressLimiter:
         self.worker = worker
         self.max_total = max_total
         self.max_per_ip = max_per_ip
+        #: The limit the last refused :meth:`admit` reached (``"max_connections"`` or
+        #: ``"max_connections_per_ip"``); read right after ``admit`` returns ``False``.
+        self.refused_for = "max_connections_per_ip"
 
     def __repr__(self) -> str:
         return f"<SharedAddressLimiter worker={self.worker} {self.max_per_ip} per address>"
 
     def admit(self, ip: str) -> bool:
-        return self._limits.admit(
+        refused = self._limits.admit(
             self.worker, ip, max_total=self.max_total, max_per_ip=self.max_per_ip
         )
+        if refused is None:
+            return True
+        self.refused_for = refused
+        return False
 
     def release(self, ip: str) -> None:
         self._limits.release(self.worker, ip)

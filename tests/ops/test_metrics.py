@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
 import subprocess
 from pathlib import Path
 
@@ -129,7 +130,6 @@ def test_workers_report_the_whole_servers_numbers() -> None:
 
 
 def test_metrics_flag_errors_exit_2() -> None:
-    import socket
     import sys
 
     with socket.socket() as taken:
@@ -170,7 +170,6 @@ async def test_the_library_exposes_the_same_counters() -> None:
 
 
 def test_tls_handshakes_are_counted(tls_files: dict[str, Path]) -> None:
-    import socket
 
     openssl = require_tool("openssl")
     with cli(
@@ -191,3 +190,76 @@ def test_tls_handshakes_are_counted(tls_files: dict[str, Path]) -> None:
         assert server.stop() == 0
     assert values['trio_smtp_tls_handshakes_total{result="ok"}'] == 1
     assert values['trio_smtp_tls_handshakes_total{result="failed"}'] == 1
+
+
+def _first_reply(source: str, port: int) -> tuple[bytes, socket.socket]:
+    """Connect from ``source`` (a loopback address); the first reply line, socket kept."""
+    sock = socket.create_connection(
+        ("127.0.0.1", port), timeout=TIMEOUT, source_address=(source, 0)
+    )
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n")[0], sock
+
+
+def test_connections_refused_for_a_limit_are_counted_by_limit() -> None:
+    with cli(
+        "--port", "0", "--hostname", "mx.test", "--metrics", "127.0.0.1:0",
+        "--max-connections", "3", "--max-connections-per-ip", "1",
+    ) as server:  # fmt: skip
+        url = metrics_url(server)
+        port = server.port()
+        socks = []
+        try:
+            replies = []
+            for source in ("127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"):
+                reply, sock = _first_reply(source, port)
+                replies.append(reply)
+                socks.append(sock)
+            assert replies == [
+                b"220 mx.test ESMTP trio_smtp",
+                b"421 4.7.0 too many connections from your address",  # the second from .1
+                b"220 mx.test ESMTP trio_smtp",
+                b"220 mx.test ESMTP trio_smtp",
+                b"421 4.7.0 too many connections, try again later",  # the fourth open
+            ]
+        finally:
+            for sock in socks:
+                sock.close()
+        values = wait_closed(url, 5)  # every accepted connection, refused ones included
+        assert server.stop() == 0
+    assert values['trio_smtp_connections_refused_total{reason="max_connections"}'] == 1
+    assert values['trio_smtp_connections_refused_total{reason="max_connections_per_ip"}'] == 1
+    assert values['trio_smtp_replies_total{code="421"}'] == 1  # the accept loop's is not a task's
+
+
+def test_workers_refuse_a_full_server_with_its_own_text_and_count_it() -> None:
+    with cli(
+        "--port", "0", "--hostname", "mx.test", "--metrics", "127.0.0.1:0", "--workers", "2",
+        "--max-connections", "2", "--max-connections-per-ip", "100",
+    ) as server:  # fmt: skip
+        url = metrics_url(server)
+        port = int(server.wait_err(r"starting 2 workers on port (\d+)")[1])
+        server.wait_err(r"worker: \d")
+        server.wait_err(r"worker: \d")
+        socks = []
+        try:
+            replies = []
+            for _ in range(8):  # the kernel spreads them over both workers
+                reply, sock = _first_reply("127.0.0.1", port)
+                replies.append(reply)
+                socks.append(sock)
+        finally:
+            for sock in socks:
+                sock.close()
+        values = wait_closed(url, 8)
+        assert server.stop() == 0
+    assert replies[:2] == [b"220 mx.test ESMTP trio_smtp"] * 2
+    # The whole server is full, whichever worker the kernel picked: not the per-address text.
+    assert replies[2:] == [b"421 4.7.0 too many connections, try again later"] * 6
+    assert values['trio_smtp_connections_refused_total{reason="max_connections"}'] == 6
+    assert values['trio_smtp_connections_refused_total{reason="max_connections_per_ip"}'] == 0
