@@ -6,10 +6,12 @@ import re
 import smtplib
 import socket
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from _proc import TIMEOUT, Cli, cli
 from conftest import require_tool
 
@@ -263,3 +265,21 @@ def test_workers_refuse_a_full_server_with_its_own_text_and_count_it() -> None:
     assert replies[2:] == [b"421 4.7.0 too many connections, try again later"] * 6
     assert values['trio_smtp_connections_refused_total{reason="max_connections"}'] == 6
     assert values['trio_smtp_connections_refused_total{reason="max_connections_per_ip"}'] == 0
+
+
+async def test_a_stream_refused_for_max_connections_is_counted() -> None:
+    metrics = Metrics()
+    config = {"port": 0, "hostname": "mx.test", "max_connections": 1}
+    server = Server({"config": config}, {"metrics": metrics})
+    first_client, first = trio.testing.memory_stream_pair()
+    second_client, second = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(server.serve_stream, first, peer=("192.0.2.1", 1000)))
+        assert (await first_client.receive_some()).startswith(b"220 ")
+        await server.serve_stream(second, peer=("192.0.2.2", 1000))
+        assert await second_client.receive_some() == (
+            b"421 4.7.0 too many connections, try again later\r\n"
+        )
+        await first_client.aclose()
+    assert metrics.value("trio_smtp_connections_refused_total", reason="max_connections") == 1
+    assert metrics.value("trio_smtp_connections_total") == 2

@@ -49,7 +49,7 @@ def _holds(pid: int, inode: str) -> bool:
 def _workers(server: Cli, what: str, count: int = 2) -> dict[int, int]:
     """Wait for ``count`` workers' start lines naming ``what``; worker number -> pid."""
     pattern = WORKER_START.format(what=what)
-    found = {}
+    found: dict[int, int] = {}
     while len(found) < count:
         match = server.wait_err(pattern)
         found[int(match[2])] = int(match[1])
