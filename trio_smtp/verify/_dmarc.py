@@ -19,6 +19,7 @@ import functools
 import random
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 import trio
 
 from ._dns import DnsTempError
@@ -103,6 +104,41 @@ def _aligned(domain: str, author: str, org: str, org_of: dict[str, str], strict:
     return org_of.get(domain) == org
 
 
+@attrs.frozen
+class _Policy:
+    """What a DMARC record asks for (RFC 7489 §6.3)."""
+
+    p: str
+    sp: str | None
+    #: The one that applies: ``sp=`` (else ``p=``) for a record found at the organisational
+    #: domain, ``p=`` for the author domain's own.
+    policy: str
+    pct: int
+    strict_spf: bool
+    strict_dkim: bool
+
+    @classmethod
+    def of(cls, record: dict[str, str], *, from_org: bool) -> _Policy:
+        p = record["p"]
+        sp = record.get("sp")
+        try:
+            pct = max(0, min(100, int(record.get("pct", "100"))))
+        except ValueError:
+            pct = 100
+        return cls(
+            p=p,
+            sp=sp,
+            policy=(sp or p) if from_org else p,
+            pct=pct,
+            strict_spf=record.get("aspf", "r").lower() == "s",
+            strict_dkim=record.get("adkim", "r").lower() == "s",
+        )
+
+    @property
+    def comment(self) -> str:
+        return f"p={self.p} sp={self.sp or self.p} pct={self.pct}"
+
+
 async def check_dmarc(
     resolver: Resolver,
     headers: list[tuple[bytes, bytes]],
@@ -149,66 +185,57 @@ async def check_dmarc(
             reason="no DMARC record",
             properties=props,
         )
-    p = record["p"]
-    sp = record.get("sp")
-    policy = (sp or p) if from_org else p
-    try:
-        pct = max(0, min(100, int(record.get("pct", "100"))))
-    except ValueError:
-        pct = 100
-    strict_spf = record.get("aspf", "r").lower() == "s"
-    strict_dkim = record.get("adkim", "r").lower() == "s"
-    comment = f"p={p} sp={sp or p} pct={pct}"
-
-    candidates = [r.identity.lower() for r in dkim if r.result == "pass" and r.identity]
-    spf_domain = ""
-    if spf is not None and spf.result == "pass":
-        spf_domain = spf.identity.rpartition("@")[2].lower()
-    org_of = {d: await organisational_domain(d) for d in {*candidates, spf_domain} if d}
-    dkim_ok = any(_aligned(d, author, org, org_of, strict_dkim) for d in candidates)
-    spf_ok = bool(spf_domain) and _aligned(spf_domain, author, org, org_of, strict_spf)
-    if dkim_ok or spf_ok:
-        how = "dkim" if dkim_ok else "spf"
-        return DmarcResult(
-            method="dmarc",
-            result="pass",
-            identity=author,
-            reason=f"aligned {how}",
-            properties=props,
-            comment=comment,
-            policy=policy,
-            p=p,
-            sp=sp,
-            pct=pct,
-        )
+    policy = _Policy.of(record, from_org=from_org)
+    how = await _aligned_pass(author, org, spf, dkim, policy)
+    if how is not None:
+        return _verdict(author, policy, "pass", f"aligned {how}")
     temporary = (spf is not None and spf.result == "temperror") or any(
         r.result == "temperror" for r in dkim
     )
     if temporary:
         # Without the failed lookups it might have passed: no verdict, no disposition.
-        return DmarcResult(
-            method="dmarc",
-            result="temperror",
-            identity=author,
-            reason="SPF or DKIM could not be checked",
-            properties=props,
-            comment=comment,
-            policy=policy,
-            p=p,
-            sp=sp,
-            pct=pct,
-        )
-    disposition = policy if sample() < pct else _WEAKER[policy]
+        return _verdict(author, policy, "temperror", "SPF or DKIM could not be checked")
+    disposition = policy.policy if sample() < policy.pct else _WEAKER[policy.policy]
+    return _verdict(author, policy, "fail", "no aligned SPF or DKIM pass", disposition=disposition)
+
+
+async def _aligned_pass(
+    author: str,
+    org: str,
+    spf: MethodResult | None,
+    dkim: tuple[MethodResult, ...],
+    policy: _Policy,
+) -> str | None:
+    """``"dkim"`` or ``"spf"``: the first passing identifier aligned with the author
+    domain (§3.1), or ``None``."""
+    candidates = [r.identity.lower() for r in dkim if r.result == "pass" and r.identity]
+    spf_domain = ""
+    if spf is not None and spf.result == "pass":
+        spf_domain = spf.identity.rpartition("@")[2].lower()
+    org_of = {d: await organisational_domain(d) for d in {*candidates, spf_domain} if d}
+    if any(_aligned(d, author, org, org_of, policy.strict_dkim) for d in candidates):
+        return "dkim"
+    if spf_domain and _aligned(spf_domain, author, org, org_of, policy.strict_spf):
+        return "spf"
+    return None
+
+
+def _verdict(
+    author: str, policy: _Policy, result: str, reason: str, *, disposition: str = "none"
+) -> DmarcResult:
+    comment = policy.comment
+    if result == "fail":
+        comment = f"{comment} dis={disposition}"
     return DmarcResult(
         method="dmarc",
-        result="fail",
+        result=result,
         identity=author,
-        reason="no aligned SPF or DKIM pass",
-        properties=props,
-        comment=f"{comment} dis={disposition}",
-        policy=policy,
-        p=p,
-        sp=sp,
-        pct=pct,
+        reason=reason,
+        properties=(("header.from", author),),
+        comment=comment,
+        policy=policy.policy,
+        p=policy.p,
+        sp=policy.sp,
+        pct=policy.pct,
         disposition=disposition,
     )

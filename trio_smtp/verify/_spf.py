@@ -2,11 +2,12 @@
 
 Theory of operation: :func:`check_host` is RFC 7208 §4's function of the same name. A record
 is fetched (§4.4), selected (§4.5), parsed whole before anything is evaluated (§4.6: a syntax
-error anywhere is ``permerror`` at once), then evaluated left to right (§4.6.2). One
-:class:`_Evaluation` is shared by the top-level call and every ``include``/``redirect``
-under it, because the DNS limits of §4.6.4 (10 terms that query DNS, 2 void lookups) are per
-``check_host`` from the top. Errors travel as two exceptions, :class:`_PermError` and
-:class:`_TempError`, caught once at the top; everything else is plain data.
+error anywhere is ``permerror`` at once; ``_spf_record.py``), then evaluated left to right
+(§4.6.2). One :class:`_Evaluation` is shared by the top-level call and every
+``include``/``redirect`` under it, because the DNS limits of §4.6.4 (10 terms that query DNS,
+2 void lookups) are per ``check_host`` from the top. Errors travel as two exceptions,
+:class:`PermError` and :class:`_TempError`, caught once at the top; everything else is plain
+data.
 
 All DNS goes through the :class:`~trio_smtp.verify._dns.Resolver` interface, the same one the
 server uses, so the RFC 7208 test suite exercises exactly this code.
@@ -23,6 +24,15 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from ._dns import DnsTempError
+from ._spf_record import (
+    MACRO,
+    VERSION,
+    PermError,
+    Term,
+    check_macro_string,
+    domain_ok,
+    parse_record,
+)
 
 if TYPE_CHECKING:
     from ._dns import RdType, Resolver
@@ -42,24 +52,6 @@ DEFAULT_EXPLANATION: Final = "See https://www.open-spf.org/Why?s=%{s}&i=%{i}&r=%
 RESULTS: Final = ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerror")
 #: RFC 7208 §4.6.2: what each qualifier makes of a match.
 _QUALIFIERS: Final = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
-_MECHANISMS: Final = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
-
-# RFC 7208 §12: name = ALPHA *( ALPHA / DIGIT / "-" / "_" / "." )
-_MODIFIER = re.compile(r"([A-Za-z][A-Za-z0-9\-_.]*)=(.*)\Z", re.DOTALL)
-_MECHANISM = re.compile(r"([+\-~?]?)([A-Za-z][A-Za-z0-9\-_.]*)(.*)\Z", re.DOTALL)
-# RFC 7208 §7.1: macro-expand and macro-literal
-_MACRO = re.compile(r"%\{([A-Za-z])(\d*)(r?)([.\-+,/_=]*)\}|%%|%_|%-|[\x21-\x24\x26-\x7e]", re.I)
-# RFC 7208 §4.6.1: toplabel = ( *alphanum ALPHA *alphanum )
-#                              / ( 1*alphanum "-" *( alphanum / "-" ) alphanum )
-_TOPLABEL = re.compile(
-    r"([A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9\-]*[A-Za-z0-9])\Z"
-)
-_CIDR4 = re.compile(r"/(0|[1-9]\d?)\Z")
-_DUAL_CIDR = re.compile(r"(?:/(0|[1-9]\d?))?(?://(0|[1-9]\d{0,2}))?\Z")
-_IP4_NETWORK = re.compile(
-    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\Z"
-)
-_VERSION = re.compile(r"v=spf1(?: |\Z)", re.I)
 
 
 @attrs.frozen(kw_only=True)
@@ -81,153 +73,8 @@ class SpfResult:
     explanation: str | None = None
 
 
-class _PermError(Exception):
-    pass
-
-
 class _TempError(Exception):
     pass
-
-
-@attrs.frozen
-class _Term:
-    qualifier: str  # "" for modifiers
-    name: str  # lower-cased
-    domain_spec: str | None = None
-    cidr4: int | None = None
-    cidr6: int | None = None
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
-    text: str = ""
-
-
-@attrs.frozen
-class _Record:
-    directives: tuple[_Term, ...]
-    redirect: str | None
-    exp: str | None
-
-
-def _domain_ok(domain: str) -> bool:
-    """RFC 7208 §4.3: a multi-label name, no empty label but the root, labels of 1-63."""
-    labels = domain.removesuffix(".").split(".")
-    return len(labels) > 1 and all(0 < len(label) <= 63 for label in labels)
-
-
-def _check_macro_string(text: str, *, allow_exp_letters: bool = False) -> None:
-    if allow_exp_letters:
-        # RFC 7208 §6.2: explain-string = *( macro-string / SP )
-        for part in text.split(" "):
-            _check_one_macro_string(part, allow_exp_letters=True)
-    else:
-        _check_one_macro_string(text)
-
-
-def _check_one_macro_string(text: str, *, allow_exp_letters: bool = False) -> None:
-    pos = 0
-    while pos < len(text):
-        m = _MACRO.match(text, pos)
-        if m is None:
-            raise _PermError(f"bad macro string {text!r}")
-        letter = m.group(1)
-        if letter is not None:
-            # RFC 7208 §7.2: c, r and t only in exp= explanations.
-            letters = "slodiphcrtv" if allow_exp_letters else "slodiphv"
-            if letter.lower() not in letters:
-                raise _PermError(f"bad macro letter {letter!r} in {text!r}")
-            if m.group(2) and int(m.group(2)) == 0:
-                raise _PermError(f"zero transformer in {text!r}")
-        pos = m.end()
-
-
-def _check_domain_spec(spec: str) -> None:
-    """RFC 7208 §7.1: domain-spec = macro-string domain-end."""
-    _check_macro_string(spec)
-    if spec.endswith("}"):
-        return  # domain-end = macro-expand
-    labels = spec.removesuffix(".").rsplit(".", 1)
-    if len(labels) < 2 or not _TOPLABEL.match(labels[1]):
-        raise _PermError(f"bad domain-spec {spec!r}")
-
-
-def _parse(text: str) -> _Record:
-    if not text.isascii():
-        raise _PermError("non-ASCII record")
-    directives: list[_Term] = []
-    redirect = exp = None
-    for token in text.split(" ")[1:]:
-        if not token:
-            continue
-        modifier = _MODIFIER.match(token)
-        if modifier is not None:
-            name, value = modifier.group(1).lower(), modifier.group(2)
-            if name in ("redirect", "exp"):
-                _check_domain_spec(value)
-                # RFC 7208 §6: each at most once.
-                if (redirect if name == "redirect" else exp) is not None:
-                    raise _PermError(f"{name}= given twice")
-                if name == "redirect":
-                    redirect = value
-                else:
-                    exp = value
-            else:
-                _check_macro_string(value)
-            continue
-        directives.append(_parse_mechanism(token))
-    return _Record(tuple(directives), redirect, exp)
-
-
-def _parse_mechanism(token: str) -> _Term:
-    m = _MECHANISM.match(token)
-    if m is None or m.group(2).lower() not in _MECHANISMS:
-        raise _PermError(f"unknown mechanism {token!r}")
-    qualifier, name, rest = m.group(1) or "+", m.group(2).lower(), m.group(3)
-    if name == "all":
-        if rest:
-            raise _PermError(f"bad mechanism {token!r}")
-        return _Term(qualifier, name, text=token)
-    if name in ("ip4", "ip6"):
-        if not rest.startswith(":"):
-            raise _PermError(f"bad mechanism {token!r}")
-        address, slash, length = rest[1:].partition("/")
-        try:
-            if name == "ip4":
-                if not _IP4_NETWORK.match(address) or (slash and not _CIDR4.match("/" + length)):
-                    raise ValueError(address)
-                network: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network(
-                    f"{address}/{length or 32}", strict=False
-                )
-            else:
-                if slash and not re.fullmatch(r"0|[1-9]\d{0,2}", length):
-                    raise ValueError(length)
-                network = ipaddress.IPv6Network(f"{address}/{length or 128}", strict=False)
-        except ValueError:
-            raise _PermError(f"bad network in {token!r}") from None
-        return _Term(qualifier, name, network=network, text=token)
-    spec = None
-    if rest.startswith(":"):
-        cut = len(rest)
-        # The CIDR suffix is whatever trailing "/N" or "//N" is left; a domain-spec holds no "/"
-        # outside a macro.
-        if name in ("a", "mx"):
-            m2 = re.search(r"(/\d+)?(//\d+)?\Z", rest)
-            if m2 is not None and m2.group(0):
-                cut = m2.start()
-        spec, rest = rest[1:cut], rest[cut:]
-        if not spec:
-            raise _PermError(f"empty domain-spec in {token!r}")
-        _check_domain_spec(spec)
-    elif name in ("include", "exists"):
-        raise _PermError(f"{name} needs a domain in {token!r}")
-    cidr4 = cidr6 = None
-    if rest:
-        dual = _DUAL_CIDR.match(rest)
-        if name not in ("a", "mx") or dual is None:
-            raise _PermError(f"bad mechanism {token!r}")
-        cidr4 = int(dual.group(1)) if dual.group(1) is not None else None
-        cidr6 = int(dual.group(2)) if dual.group(2) is not None else None
-        if (cidr4 is not None and cidr4 > 32) or (cidr6 is not None and cidr6 > 128):
-            raise _PermError(f"bad prefix length in {token!r}")
-    return _Term(qualifier, name, spec, cidr4, cidr6, text=token)
 
 
 @attrs.define
@@ -247,7 +94,7 @@ class _Evaluation:
     def count_term(self) -> None:
         self.dns_terms += 1
         if self.dns_terms > MAX_DNS_TERMS:
-            raise _PermError(f"more than {MAX_DNS_TERMS} DNS-querying terms")
+            raise PermError(f"more than {MAX_DNS_TERMS} DNS-querying terms")
 
     async def query(
         self, name: str, rdtype: RdType, *, void_counts: bool = False
@@ -259,7 +106,7 @@ class _Evaluation:
         if not records and void_counts:
             self.void_lookups += 1
             if self.void_lookups > MAX_VOID_LOOKUPS:
-                raise _PermError(f"more than {MAX_VOID_LOOKUPS} void lookups")
+                raise PermError(f"more than {MAX_VOID_LOOKUPS} void lookups")
         return records
 
     async def addresses(self, name: str, *, void_counts: bool = False) -> list[IPAddress]:
@@ -291,18 +138,18 @@ class _Evaluation:
     async def check_host(self, domain: str, *, top: bool = False) -> tuple[str, str, str | None]:
         """Return ``(result, reason, explanation)``; raises the two errors."""
         domain = domain.removesuffix(".")
-        if not _domain_ok(domain):
+        if not domain_ok(domain):
             if top:
                 return "none", f"not a valid domain: {domain!r}", None
-            raise _PermError(f"not a valid domain: {domain!r}")
+            raise PermError(f"not a valid domain: {domain!r}")
         records = await self.query(domain, "TXT")
         # RFC 7208 §4.5: exactly one record starting "v=spf1"; other TXT records are ignored.
-        spf = [r for r in records if _VERSION.match(r)]
+        spf = [r for r in records if VERSION.match(r)]
         if not spf:
             return "none", f"no SPF record at {domain}", None
         if len(spf) > 1:
-            raise _PermError(f"more than one SPF record at {domain}")
-        record = _parse(spf[0])
+            raise PermError(f"more than one SPF record at {domain}")
+        record = parse_record(spf[0])
         for term in record.directives:
             if await self.mechanism(term, domain):
                 result = _QUALIFIERS[term.qualifier]
@@ -316,11 +163,11 @@ class _Evaluation:
             target = await self.expand(record.redirect, domain)
             result, reason, explanation = await self.check_host(target)
             if result == "none":
-                raise _PermError(f"redirect to {target} which has no SPF record")
+                raise PermError(f"redirect to {target} which has no SPF record")
             return result, reason, explanation
         return "neutral", "no mechanism matched", None
 
-    async def mechanism(self, term: _Term, domain: str) -> bool:
+    async def mechanism(self, term: Term, domain: str) -> bool:
         name = term.name
         if name == "all":
             return True
@@ -332,13 +179,13 @@ class _Evaluation:
         if name == "include":
             try:
                 result, _reason, _exp = await self.check_host(target)
-            except _PermError:
+            except PermError:
                 raise
             # RFC 7208 §5.2: the include's result decides the match.
             if result == "pass":
                 return True
             if result == "none":
-                raise _PermError(f"include:{target} has no SPF record")
+                raise PermError(f"include:{target} has no SPF record")
             return False
         if name == "a":
             return self.matches(
@@ -351,11 +198,11 @@ class _Evaluation:
         # exists: RFC 7208 §5.7, always an A query whatever the client's address family.
         return bool(await self.query(target, "A", void_counts=True))
 
-    async def mx(self, target: str, term: _Term) -> bool:
+    async def mx(self, target: str, term: Term) -> bool:
         records = await self.query(target, "MX", void_counts=True)
         # RFC 7208 §4.6.4: more than 10 MX names is permerror.
         if len(records) > MAX_NAMES_PER_TERM:
-            raise _PermError(f"more than {MAX_NAMES_PER_TERM} MX records at {target}")
+            raise PermError(f"more than {MAX_NAMES_PER_TERM} MX records at {target}")
         exchanges = sorted(
             (int(pref), host) for pref, _, host in (r.partition(" ") for r in records)
         )
@@ -394,16 +241,16 @@ class _Evaluation:
             records = await self.resolver.query(target, "TXT")
             if len(records) != 1 or not records[0].isascii():
                 return None
-            _check_macro_string(records[0], allow_exp_letters=True)
+            check_macro_string(records[0], allow_exp_letters=True)
             return await self.expand(records[0], domain, explanation=True)
-        except (_PermError, _TempError, DnsTempError):
+        except (PermError, _TempError, DnsTempError):
             return None
 
     async def explain_default(self, text: str, domain: str) -> str:
         try:
-            _check_macro_string(text, allow_exp_letters=True)
+            check_macro_string(text, allow_exp_letters=True)
             return await self.expand(text, domain, explanation=True)
-        except (_PermError, _TempError):
+        except (PermError, _TempError):
             return text
 
     # -- RFC 7208 §7: macros ------------------------------------------------------------
@@ -419,7 +266,7 @@ class _Evaluation:
 
     async def expand_one(self, spec: str, domain: str) -> str:
         out: list[str] = []
-        for m in _MACRO.finditer(spec):
+        for m in MACRO.finditer(spec):
             token = m.group(0)
             if token == "%%":
                 out.append("%")
@@ -476,7 +323,7 @@ class _Evaluation:
     async def validated_name(self, domain: str) -> str:
         try:
             names = await self.validated_names()
-        except _PermError:
+        except PermError:
             return "unknown"
         lowered = domain.lower()
         for name in names:
@@ -529,7 +376,7 @@ async def check_host(
     evaluation = _Evaluation(resolver, _client_ip(ip), sender, helo, receiver)
     try:
         result, reason, explanation = await evaluation.check_host(domain, top=True)
-    except _PermError as exc:
+    except PermError as exc:
         return SpfResult(result="permerror", domain=domain, sender=sender, reason=str(exc))
     except _TempError as exc:
         return SpfResult(result="temperror", domain=domain, sender=sender, reason=str(exc))
