@@ -15,19 +15,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_smtp.engine import EngineConfig
-from trio_smtp.engine import _commands as commands
+from trio_smtp.engine import _grammar as grammar
 
 from ._helpers import Driver
 
 
 @contextmanager
 def _general_parser_only() -> Iterator[None]:
-    saved = commands._SIMPLE_PATH_MAX
-    commands._SIMPLE_PATH_MAX = -1
+    saved = grammar._SIMPLE_PATH_MAX
+    grammar._SIMPLE_PATH_MAX = -1
     try:
         yield
     finally:
-        commands._SIMPLE_PATH_MAX = saved
+        grammar._SIMPLE_PATH_MAX = saved
 
 
 def _session(lines: list[bytes], config: EngineConfig | None) -> tuple[bytes, list[object]]:

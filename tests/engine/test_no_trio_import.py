@@ -98,3 +98,23 @@ def test_the_package_top_level_imports_trio_lazily() -> None:
         """
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_importing_the_plugin_compiles_no_general_address_pattern() -> None:
+    # The SMTPUTF8 patterns span all of Unicode and took a fifth of a second to compile at
+    # import, paid by every pytest run that loads the plugin; they compile on first use.
+    result = run_python(
+        """
+        import trio_smtp.testing
+        from trio_smtp.engine import _grammar
+        from trio_smtp.engine._grammar import parse_params, parse_path
+
+        lazy = (_grammar._path_pattern, _grammar._value_utf8)
+        assert [f.cache_info().currsize for f in lazy] == [0, 0]
+        assert parse_path("<a@b> X=1", utf8=True, allow_null=True, allow_postmaster=False,
+                          sender=True) == ("a@b", " X=1")
+        assert parse_params(" X=\\u00e9", utf8=True) == {"X": "\\u00e9"}
+        assert [f.cache_info().currsize for f in lazy] == [1, 1]
+        """
+    )
+    assert result.returncode == 0, result.stderr

@@ -22,14 +22,13 @@ from ._config import DEFAULT_MAX_DATA_LINE as DEFAULT_MAX_DATA_LINE
 from ._config import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
 from ._config import DEFAULT_MAX_RECIPIENTS as DEFAULT_MAX_RECIPIENTS
 from ._config import EngineConfig as EngineConfig
-from ._connection import NEED_DATA as NEED_DATA
-from ._connection import PAUSED as PAUSED
 from ._connection import Engine as Engine
-from ._connection import Sentinel as Sentinel
 from ._data import BareLineEndings as BareLineEndings
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
+from ._events import NEED_DATA as NEED_DATA
+from ._events import PAUSED as PAUSED
 from ._events import AuthCredentials as AuthCredentials
 from ._events import Bdat as Bdat
 from ._events import Command as Command
@@ -49,6 +48,7 @@ from ._events import ProxyHeader as ProxyHeader
 from ._events import Quit as Quit
 from ._events import RcptTo as RcptTo
 from ._events import Rset as Rset
+from ._events import Sentinel as Sentinel
 from ._events import StartTLS as StartTLS
 from ._events import TLSUpgrade as TLSUpgrade
 from ._events import Vrfy as Vrfy

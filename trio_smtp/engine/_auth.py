@@ -1,7 +1,8 @@
 """SASL PLAIN (RFC 4616) and LOGIN exchanges for AUTH (RFC 4954).
 
 The engine only decodes: it turns the client's base64 lines into a login and a
-password, and the caller decides whether they are good.
+password, and the caller decides whether they are good. :class:`Authentication` keeps,
+for one session, the exchange in progress and the count of failed attempts.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import binascii
 from typing import Final
 
 from ._errors import RemoteProtocolError
-from ._replies import Reply
+from ._events import AuthCredentials
+from ._receivebuffer import LINE_TOO_LONG
+from ._replies import AUTH_INVALID, AUTH_LINE_TOO_LONG, Reply
 
 MECHANISMS: Final = ("PLAIN", "LOGIN")
 #: RFC 4954 §4: "*" cancels the exchange.
@@ -98,3 +101,64 @@ class SaslExchange:
             self.login = _text(raw)
             return LOGIN_PASSWORD
         return "", self.login, _text(raw)
+
+
+class Authentication:
+    """AUTH within one session: the exchange in progress and the failed attempts.
+
+    Args:
+        max_failures: Failed attempts (any answer but 235) that end the session.
+    """
+
+    __slots__ = ("_exchange", "_failures", "_max_failures")
+
+    def __init__(self, *, max_failures: int) -> None:
+        self._exchange: SaslExchange | None = None
+        self._failures = 0
+        self._max_failures = max_failures
+
+    def started(
+        self, exchange: SaslExchange, result: Reply | tuple[str, str, str]
+    ) -> Reply | AuthCredentials:
+        """AUTH was parsed: the challenge to send (a response line follows), or the
+        credentials when the initial response completed the exchange."""
+        if isinstance(result, Reply):
+            self._exchange = exchange
+            return result
+        self._exchange = None
+        authzid, login, password = result
+        return AuthCredentials(
+            verb="AUTH",
+            argument=exchange.mechanism,
+            mechanism=exchange.mechanism,
+            login=login,
+            password=password,
+            authzid=authzid,
+            default_reply=AUTH_INVALID,
+        )
+
+    def line(self, raw: bytes) -> Reply | AuthCredentials:
+        """Take the client's response line (:data:`LINE_TOO_LONG` for an over-long one).
+
+        Raises:
+            RemoteProtocolError: the exchange failed (cancelled, bad base64 …) and is over.
+        """
+        exchange = self._exchange
+        assert exchange is not None
+        self._exchange = None
+        if raw is LINE_TOO_LONG:
+            raise RemoteProtocolError(AUTH_LINE_TOO_LONG)
+        return self.started(exchange, exchange.step(raw.decode("ascii", "replace").strip()))
+
+    def cancel(self) -> None:
+        """The session ended in the middle of an exchange."""
+        self._exchange = None
+
+    def answered(self, code: int) -> bool:
+        """Count the caller's answer to :class:`AuthCredentials`; True when it was one
+        failure too many and the session must end."""
+        if code == 235:
+            self._failures = 0
+            return False
+        self._failures += 1
+        return self._failures >= self._max_failures

@@ -12,7 +12,6 @@ no trace.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from typing import Final
@@ -42,7 +41,9 @@ from ._grammar import (
     check_domain,
     parse_params,
     parse_path,
+    simple_path,
 )
+from ._greeting import closing_reply, greeting_reply, hello_reply
 from ._params import MailParams, mail_params, rcpt_params
 from ._receivebuffer import LINE_TOO_LONG
 from ._replies import (
@@ -70,7 +71,6 @@ from ._replies import (
 from ._replies import LINE_TOO_LONG as LINE_TOO_LONG_REPLY
 from ._state import HTTP_VERBS, SEQUENCE, SessionView
 from ._state import NOT_IMPLEMENTED as NOT_IMPLEMENTED_VERBS
-from ._xclient import ATTRIBUTES as XCLIENT_ATTRIBUTES
 from ._xclient import parse_xclient
 
 # RFC 3030 §2: chunk-size = 1*DIGIT; leading zeros are allowed, so the cap is generous.
@@ -78,16 +78,6 @@ MAX_BDAT_DIGITS: Final = 30
 # Exactly "BDAT" SP chunk-size [ SP end-marker ], ASCII only: nothing else is trusted.
 _BDAT_ARGUMENT: Final = re.compile(rf"([0-9]{{1,{MAX_BDAT_DIGITS}}})(?: ([Ll][Aa][Ss][Tt]))?\Z")
 _NO_PARAMS: Final = MailParams()
-_ATOM: Final = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
-_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-#: The usual path: "<local@domain>", a dot-atom local part of 1 to 64 octets and a domain
-#: name, nothing after it (RFC 5321 §4.1.2). parse_path gives the same mailbox for it and
-#: finds no parameters, and within _SIMPLE_PATH_MAX it breaks no length rule (§4.5.3.1):
-#: the fast path of MAIL and RCPT skips the general parser for it.
-_SIMPLE_PATH: Final = re.compile(
-    rf"<(?=[^@]{{1,64}}@)({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>"
-)
-_SIMPLE_PATH_MAX: Final = 200
 #: Verbs that need TLS first under ``require_tls`` (RFC 3207 §4).
 _NEED_TLS_VERBS: Final = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "AUTH"})
 
@@ -207,14 +197,6 @@ def _helo(config: EngineConfig, session: SessionView, verb: str, argument: str) 
     )
 
 
-def _simple_path(argument: str, start: int) -> str | None:
-    """The mailbox when ``argument[start:]`` is exactly a :data:`_SIMPLE_PATH`, else None."""
-    if len(argument) > _SIMPLE_PATH_MAX:
-        return None
-    m = _SIMPLE_PATH.fullmatch(argument, start)
-    return None if m is None else m.group(1)
-
-
 def _mail(config: EngineConfig, session: SessionView, verb: str, argument: str) -> Outcome:
     gate(config, session, verb)
     if config.auth_required and session.authenticated_as is None:
@@ -223,7 +205,7 @@ def _mail(config: EngineConfig, session: SessionView, verb: str, argument: str) 
     # "TO:" (only U+00DF, U+0131, U+017F and the ff/fi/fl/st ligatures map to ASCII).
     if argument[:5].upper() != "FROM:":
         raise _refuse(501, "5.5.4 syntax: MAIL FROM:<address>")
-    simple = _simple_path(argument, 5)
+    simple = simple_path(argument, 5)
     if simple is not None:
         return MailFrom(
             verb=verb,
@@ -269,7 +251,7 @@ def _rcpt(config: EngineConfig, session: SessionView, verb: str, argument: str) 
     gate(config, session, verb)
     if argument[:3].upper() != "TO:":
         raise _refuse(501, "5.5.4 syntax: RCPT TO:<address>")
-    simple = _simple_path(argument, 3)
+    simple = simple_path(argument, 3)
     if simple is not None:
         if session.recipients >= config.max_recipients:
             raise RemoteProtocolError(TOO_MANY_RCPTS)
@@ -371,12 +353,7 @@ def _noop(config: EngineConfig, session: SessionView, verb: str, argument: str) 
 def _quit(config: EngineConfig, session: SessionView, verb: str, argument: str) -> Outcome:
     if argument:
         raise _refuse(501, "5.5.4 syntax: QUIT")
-    return Quit(verb=verb, default_reply=_closing_reply(config.hostname))
-
-
-@functools.lru_cache(maxsize=64)
-def _closing_reply(hostname: str) -> Reply:
-    return Reply(221, f"2.0.0 {hostname} closing connection")
+    return Quit(verb=verb, default_reply=closing_reply(config.hostname))
 
 
 def _vrfy(config: EngineConfig, session: SessionView, verb: str, argument: str) -> Outcome:
@@ -436,48 +413,6 @@ def _xclient(config: EngineConfig, session: SessionView, verb: str, argument: st
         raise RemoteProtocolError(XCLIENT_DENIED)
     gate(config, session, verb)
     return parse_xclient(verb, argument, default_reply=greeting_reply(config))
-
-
-@functools.lru_cache(maxsize=64)
-def greeting_reply(config: EngineConfig) -> Reply:
-    """The default 220 greeting (also the answer to a successful XCLIENT)."""
-    kind = "LMTP" if config.lmtp else config.banner
-    return Reply(220, f"{config.hostname} {kind}")
-
-
-def _keywords(c: EngineConfig, tls_active: bool, xclient: bool) -> list[str]:
-    words = []
-    if c.pipelining:
-        words.append("PIPELINING")
-    words.append(f"SIZE {c.max_message_size}" if c.max_message_size else "SIZE")
-    if c.eightbitmime:
-        words.append("8BITMIME")
-    if c.smtputf8:
-        words.append("SMTPUTF8")
-    words.append("ENHANCEDSTATUSCODES")
-    if c.chunking:
-        words.append("CHUNKING")
-        if c.binarymime:
-            words.append("BINARYMIME")
-    if c.dsn:
-        words.append("DSN")
-    if c.starttls and not tls_active:
-        words.append("STARTTLS")
-    if c.auth_mechanisms and (tls_active or c.auth_insecure):
-        words.append("AUTH " + " ".join(c.auth_mechanisms))
-    if xclient:
-        words.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
-    return words
-
-
-@functools.lru_cache(maxsize=64)
-def hello_reply(
-    config: EngineConfig, *, extended: bool, tls_active: bool, xclient: bool = False
-) -> Reply:
-    """The default reply to HELO (the name) or EHLO/LHLO (the name and extensions)."""
-    if not extended:
-        return Reply(250, config.hostname)
-    return Reply(250, "\n".join([config.hostname, *_keywords(config, tls_active, xclient)]))
 
 
 #: verb -> parser. BDAT is not here: :func:`read_command` recognises its line on the raw

@@ -11,8 +11,10 @@ answered in one write, RFC 2920 §3.1) and before closing or starting TLS.
 
 Who does what: ``_commands.py`` parses command lines (it reads the session, never
 changes it); :class:`~._state.SessionState` applies the caller's answer to a command;
-``_body.py`` reads bodies. This module moves bytes between them, keeps the input
-state (:class:`~._state.State`) and the counters that end a session.
+``_body.py`` reads bodies; ``_auth.py`` runs AUTH exchanges and counts failed ones;
+``_greeting.py`` builds the 220, EHLO and 221 replies. This module moves bytes between
+them, keeps the input state (:class:`~._state.State`), acts on answers (a 354 starts a
+body, QUIT closes …) and counts the client errors that end a session.
 
 The engine holds no clock and does no I/O: timeouts, hooks and sockets belong to the
 caller, which may also end the session with :meth:`Engine.close`.
@@ -21,16 +23,17 @@ caller, which may also end the session with :meth:`Engine.close`.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Sequence
-from enum import Enum
+from collections.abc import Sequence
 from typing import Final
 
-from ._auth import SaslExchange
+from ._auth import Authentication
 from ._body import MessageBody, message_replies
-from ._commands import ChunkStarted, Refused, greeting_reply, read_command
+from ._commands import ChunkStarted, Refused, read_command
 from ._config import EngineConfig
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
+    NEED_DATA,
+    PAUSED,
     AuthCredentials,
     Bdat,
     Command,
@@ -39,6 +42,7 @@ from ._events import (
     Data,
     EndOfMessage,
     Event,
+    EventOrSentinel,
     Helo,
     MailFrom,
     MessageData,
@@ -48,11 +52,10 @@ from ._events import (
     TLSUpgrade,
     Xclient,
 )
+from ._greeting import greeting_reply
 from ._proxy import ProxyHeaderError, parse_proxy_header
-from ._receivebuffer import LINE_TOO_LONG, ReceiveBuffer
+from ._receivebuffer import ReceiveBuffer
 from ._replies import (
-    AUTH_INVALID,
-    AUTH_LINE_TOO_LONG,
     BAD_PIPELINING,
     MESSAGE_OK,
     MSG_TOO_BIG,
@@ -63,28 +66,8 @@ from ._replies import (
 )
 from ._state import TRANSITIONS, Phase, SessionState, State
 
-
-class Sentinel(Enum):
-    """What :meth:`Engine.next_event` returns when it has no event (members, so ``is`` narrows)."""
-
-    #: Needs more bytes: flush :meth:`Engine.data_to_send` and read.
-    NEED_DATA = "NEED_DATA"
-    #: Nothing until the caller acts (TLS handshake, greeting).
-    PAUSED = "PAUSED"
-
-    def __repr__(self) -> str:
-        return self.value
-
-
-#: :meth:`Engine.next_event` needs more bytes: flush :meth:`Engine.data_to_send` and read.
-NEED_DATA: Final = Sentinel.NEED_DATA
-#: :meth:`Engine.next_event` has nothing until the caller acts (TLS handshake, greeting).
-PAUSED: Final = Sentinel.PAUSED
-
 #: Codes that count as a client error towards ``max_bad_commands``.
 _BAD_CODES: Final = frozenset({500, 501, 502, 503, 504, 555})
-
-EventOrSentinel = Event | Sentinel
 
 
 class Engine:
@@ -110,9 +93,8 @@ class Engine:
         self._pending: Event | None = None
         self._eof = False
         self._body = MessageBody(self.config)
-        self._sasl: SaslExchange | None = None
+        self._auth = Authentication(max_failures=self.config.max_auth_failures)
         self._bad_commands = 0
-        self._auth_failures = 0
         self._tls_announced = False
         self._session = SessionState(tls_active=tls_active)
         self._session.allow_xclient(allow_xclient)
@@ -255,16 +237,12 @@ class Engine:
                     return self._emit(self._close("closed"))
                 line = self._buf.next_line(self._line_limit())
                 if line is None:
-                    if self._eof:
-                        return self._emit(self._close("eof"))
-                    return NEED_DATA
+                    return self._starved()
                 event = self._line(line)
             elif state is State.DATA or state is State.BDAT:
                 event = self._body_step()
                 if event is None:
-                    if self._eof:
-                        return self._emit(self._close("eof"))
-                    return NEED_DATA
+                    return self._starved()
             elif state is State.CLOSED:
                 return ConnectionClosed(reason=self._session.close_reason or "closed")
             elif state is State.STARTTLS:
@@ -279,9 +257,7 @@ class Engine:
             elif state is State.PROXY:
                 event = self._proxy_step()
                 if event is None:
-                    if self._eof:
-                        return self._emit(self._close("eof"))
-                    return NEED_DATA
+                    return self._starved()
             else:  # CONNECTED
                 return PAUSED
             if event is not None:
@@ -331,9 +307,15 @@ class Engine:
         self.state = State.CLOSED
         self._session.closed(reason)
         self._body.reset()
-        self._sasl = None
+        self._auth.cancel()
         self._buf.discard(len(self._buf))
         return ConnectionClosed(reason=reason)
+
+    def _starved(self) -> EventOrSentinel:
+        """No complete input: wait for more, or end the session if none will come."""
+        if self._eof:
+            return self._emit(self._close("eof"))
+        return NEED_DATA
 
     def _send(self, reply: Reply, *, enhanced: bool = True) -> None:
         data = reply.to_bytes(enhanced=enhanced)
@@ -398,54 +380,32 @@ class Engine:
                 return rejected
             if outcome.close is not None:
                 self._close(outcome.close)
-            elif outcome.data and self._buf:
-                # RFC 2920 §3.1: DATA ends a pipelined group, so bytes already here
-                # are a body sent without waiting for 354; never run them as commands.
-                self._send(BAD_PIPELINING)
-                self._close("closed")
+            elif outcome.data:
+                self._body_too_early()
             return rejected
         if isinstance(outcome, ChunkStarted):
             binary = self._session.body == "BINARYMIME"
             self._body.start_chunk(outcome.chunk, outcome.refusal, binary=binary)
             self.state = State.BDAT
             return None
-        return self._sasl_result(outcome.exchange, outcome.result)
+        return self._auth_step(self._auth.started(outcome.exchange, outcome.result))
 
-    def _sasl_result(
-        self, sasl: SaslExchange, result: Reply | tuple[str, str, str]
-    ) -> Event | None:
+    def _auth_line(self, raw: bytes) -> Event | None:
+        try:
+            result = self._auth.line(raw)
+        except RemoteProtocolError as exc:
+            self.state = State.COMMAND
+            return self._reject("AUTH", exc.reply)
+        return self._auth_step(result)
+
+    def _auth_step(self, result: Reply | AuthCredentials) -> Event | None:
         if isinstance(result, Reply):
-            self._sasl = sasl
+            # A 334 challenge: the next line is a response (RFC 4954 §4).
             self.state = State.AUTH
             self._send(result, enhanced=False)
             return None
-        self._sasl = None
         self.state = State.COMMAND
-        authzid, login, password = result
-        return AuthCredentials(
-            verb="AUTH",
-            argument=sasl.mechanism,
-            mechanism=sasl.mechanism,
-            login=login,
-            password=password,
-            authzid=authzid,
-            default_reply=AUTH_INVALID,
-        )
-
-    def _auth_line(self, raw: bytes) -> Event | None:
-        sasl = self._sasl
-        assert sasl is not None
-        if raw is LINE_TOO_LONG:
-            self._sasl = None
-            self.state = State.COMMAND
-            return self._reject("AUTH", AUTH_LINE_TOO_LONG)
-        try:
-            result = sasl.step(raw.decode("ascii", "replace").strip())
-        except RemoteProtocolError as exc:
-            self._sasl = None
-            self.state = State.COMMAND
-            return self._reject("AUTH", exc.reply)
-        return self._sasl_result(sasl, result)
+        return result
 
     # ------------------------------------------------------------------ bodies
 
@@ -488,69 +448,47 @@ class Engine:
         if reply.code == 421:
             self._close(reason)
             return
-        # SessionState.answered() and the engine's own after-effects, one look-up.
-        steps = _ON_ANSWER.get(kind)
-        if steps is not None:
-            transition, after = steps
-            if transition is not None:
-                transition(self._session, event, reply.code)
-            if after is not None:
-                after(self, event, positive, reply)
+        transition = TRANSITIONS.get(kind)
+        if transition is not None:
+            transition(self._session, event, reply.code)
+        if kind in _HAS_EFFECTS:
+            self._effects(event, positive, reply.code)
 
-    def _after_mail(self, event: Event, positive: bool, reply: Reply) -> None:
-        if positive:
-            # A new transaction: no BDAT text state of an earlier one carries over.
-            self._body.reset()
-
-    def _after_data(self, event: Event, positive: bool, reply: Reply) -> None:
-        if positive:
-            self._body.start_data(recipients=self._session.recipients)
-            self.state = State.DATA
-        elif self._buf:
-            # RFC 2920 §3.1: DATA ends a pipelined group, so bytes already here are
-            # a body sent without waiting for 354; never run them as commands.
-            self._send(BAD_PIPELINING)
-            self._close("closed")
-
-    def _after_bdat(self, event: Event, positive: bool, reply: Reply) -> None:
-        assert isinstance(event, Bdat)
-        if positive and event.last:
-            s = self._session
-            self._events.append(
-                EndOfMessage(size=s.size, recipients=s.recipients, default_reply=MESSAGE_OK)
-            )
-
-    def _after_quit(self, event: Event, positive: bool, reply: Reply) -> None:
-        self._close("quit")
-
-    def _after_starttls(self, event: Event, positive: bool, reply: Reply) -> None:
-        if positive:
-            self.state = State.STARTTLS
-            self._tls_announced = False
-
-    def _after_auth(self, event: Event, positive: bool, reply: Reply) -> None:
-        if reply.code == 235:
-            self._auth_failures = 0
-            return
-        self._auth_failures += 1
-        if self._auth_failures >= self.config.max_auth_failures:
+    def _effects(self, event: Command, positive: bool, code: int) -> None:
+        """What the engine itself does once a command is answered (the session's facts
+        moved in the transition of :data:`~._state.TRANSITIONS`)."""
+        if isinstance(event, MailFrom):
+            if positive:
+                # A new transaction: no BDAT text state of an earlier one carries over.
+                self._body.reset()
+        elif isinstance(event, Data):
+            if positive:
+                self._body.start_data(recipients=self._session.recipients)
+                self.state = State.DATA
+            else:
+                self._body_too_early()
+        elif isinstance(event, Bdat):
+            if positive and event.last:
+                s = self._session
+                end = EndOfMessage(size=s.size, recipients=s.recipients, default_reply=MESSAGE_OK)
+                self._events.append(end)
+        elif isinstance(event, Quit):
+            self._close("quit")
+        elif isinstance(event, StartTLS):
+            if positive:
+                self.state = State.STARTTLS
+                self._tls_announced = False
+        elif isinstance(event, AuthCredentials) and self._auth.answered(code):
             self._send(TOO_MANY_AUTH)
             self._close("auth-failures")
 
+    def _body_too_early(self) -> None:
+        """After a refused DATA: RFC 2920 §3.1, DATA ends a pipelined group, so bytes
+        already here are a body sent without waiting for 354; never run them as commands."""
+        if self._buf:
+            self._send(BAD_PIPELINING)
+            self._close("closed")
 
-#: What the engine itself does once a command is answered (the session's facts move in
-#: ``SessionState.answered``): start a new message body, start a body reader, queue the
-#: end of a BDAT message, close after QUIT, wait for the TLS handshake, count failed AUTH.
-_AFTER_REPLY: Final[dict[type[Command], Callable[[Engine, Event, bool, Reply], None]]] = {
-    MailFrom: Engine._after_mail,
-    Data: Engine._after_data,
-    Bdat: Engine._after_bdat,
-    Quit: Engine._after_quit,
-    StartTLS: Engine._after_starttls,
-    AuthCredentials: Engine._after_auth,
-}
 
-_ON_ANSWER: Final = {
-    kind: (TRANSITIONS.get(kind), _AFTER_REPLY.get(kind))
-    for kind in TRANSITIONS.keys() | _AFTER_REPLY.keys()
-}
+#: Commands whose answer makes the engine act (:meth:`Engine._effects`).
+_HAS_EFFECTS: Final = frozenset({MailFrom, Data, Bdat, Quit, StartTLS, AuthCredentials})

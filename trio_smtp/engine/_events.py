@@ -7,7 +7,8 @@ Each command event *needs a reply*: the caller answers it with
 
 from __future__ import annotations
 
-from typing import ClassVar
+from enum import Enum
+from typing import ClassVar, Final
 
 import attrs
 
@@ -289,3 +290,24 @@ class ConnectionClosed(Event):
     """
 
     reason: str
+
+
+class Sentinel(Enum):
+    """What :meth:`Engine.next_event` returns when it has no event (members, so ``is`` narrows)."""
+
+    #: Needs more bytes: flush :meth:`Engine.data_to_send` and read.
+    NEED_DATA = "NEED_DATA"
+    #: Nothing until the caller acts (TLS handshake, greeting).
+    PAUSED = "PAUSED"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+#: :meth:`Engine.next_event` needs more bytes: flush :meth:`Engine.data_to_send` and read.
+NEED_DATA: Final = Sentinel.NEED_DATA
+#: :meth:`Engine.next_event` has nothing until the caller acts (TLS handshake, greeting).
+PAUSED: Final = Sentinel.PAUSED
+
+
+EventOrSentinel = Event | Sentinel
