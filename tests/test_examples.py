@@ -21,7 +21,9 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 START = re.compile(r"\[LOG\] - Server start on ip: 127\.0\.0\.1 port: (\d+)$")
-TIMEOUT = 20.0
+#: How long to wait for an example's line, exit or reply: only a hang takes this long, even
+#: on a loaded machine (a subprocess that imports Trio may need seconds to start there).
+TIMEOUT = 60.0
 
 
 class Script:
@@ -37,6 +39,7 @@ class Script:
         self.lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self.err: list[str] = []
         self.out: list[str] = []
+        self._open_streams = 2
         for tag, stream in (("err", self.proc.stderr), ("out", self.proc.stdout)):
             threading.Thread(target=self._pump, args=(tag, stream), daemon=True).start()
 
@@ -44,6 +47,18 @@ class Script:
         for line in stream:  # type: ignore[attr-defined]
             self.lines.put((tag, line.rstrip("\n")))
         self.lines.put((tag, None))
+
+    def _next_line(self, deadline: float) -> str | None:
+        """Take one line from the reader threads and keep it (``None``: a stream ended)."""
+        try:
+            tag, line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no more output in {TIMEOUT} s: {self.err + self.out}") from None
+        if line is None:
+            self._open_streams -= 1
+        else:
+            (self.err if tag == "err" else self.out).append(line)
+        return line
 
     def wait_for(self, pattern: str) -> re.Match[str]:
         """The first line, on either stream, that matches: stdout and stderr are read by
@@ -54,27 +69,23 @@ class Script:
             if match:
                 return match
         deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                tag, line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {pattern!r} in {self.err + self.out}") from None
-            if line is None:
-                continue
-            (self.err if tag == "err" else self.out).append(line)
-            match = regex.search(line)
+        while self._open_streams:
+            line = self._next_line(deadline)
+            match = None if line is None else regex.search(line)
             if match:
                 return match
+        raise AssertionError(f"no {pattern!r} in {self.err + self.out}")
 
     def port(self) -> int:
         return int(self.wait_for(START.pattern)[1])
 
     def finish(self) -> int:
+        """Wait for the exit, then for the last lines: the reader threads may still hold
+        some when the process is gone, so both streams are read to their end."""
         code = self.proc.wait(timeout=TIMEOUT)
-        while not self.lines.empty():
-            tag, line = self.lines.get()
-            if line is not None:
-                (self.err if tag == "err" else self.out).append(line)
+        deadline = time.monotonic() + TIMEOUT
+        while self._open_streams:
+            self._next_line(deadline)
         return code
 
 

@@ -41,11 +41,15 @@ def test_every_code_block_is_tested() -> None:
     assert len(BLOCKS) >= 10
 
 
+#: Bounds a wait for a subprocess or a reply: only a hang reaches it, not a loaded machine.
+HANG = 60.0
+
+
 def _ids() -> list[str]:
     return [f"{i}-{kind[0]}" for i, (kind, _) in enumerate(BLOCKS)]
 
 
-def _wait_start(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> tuple[str, int]:
+def _wait_start(proc: subprocess.Popen[bytes], timeout: float = HANG) -> tuple[str, int]:
     assert proc.stderr is not None
     os.set_blocking(proc.stderr.fileno(), True)
     seen = b""
@@ -68,14 +72,14 @@ def _wait_start(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> tuple[s
 
 
 def _send(host: str, port: int) -> None:
-    with smtplib.SMTP(host, port, timeout=10) as s:
+    with smtplib.SMTP(host, port, timeout=HANG) as s:
         s.sendmail("readme@example.org", ["ann@example.com"], b"Subject: readme\r\n\r\nhi\r\n")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:
     proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(20)
+        return proc.wait(HANG)
     finally:
         if proc.poll() is None:
             proc.kill()

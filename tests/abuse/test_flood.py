@@ -14,7 +14,7 @@ import tracemalloc
 
 import pytest
 import trio
-from _abuse_harness import raise_fd_limit, running_server, send_mail, settle, tasks_living
+from _abuse_harness import HANG, raise_fd_limit, running_server, send_mail, settle, tasks_living
 
 from trio_smtp.testing import ServerClosed, SMTPClient
 
@@ -36,7 +36,7 @@ async def _open(port: int, results: list[int], held: list[SMTPClient]) -> None:
 async def _flood(port: int, n: int) -> tuple[list[int], list[SMTPClient]]:
     results: list[int] = []
     held: list[SMTPClient] = []
-    with trio.fail_after(20):
+    with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:
             for _ in range(n):
                 nursery.start_soon(_open, port, results, held)
@@ -111,7 +111,7 @@ async def test_flood_from_one_address_does_not_lock_out_other_addresses() -> Non
                 assert await client.expect_closed() == b""
                 await client.aclose()
 
-        with trio.fail_after(20):
+        with trio.fail_after(HANG):
             async with trio.open_nursery() as nursery:
                 for _ in range(2 * per_ip):
                     nursery.start_soon(attacker)

@@ -15,7 +15,7 @@ import tracemalloc
 
 import pytest
 import trio
-from _abuse_harness import make_message, ordinary_traffic, running_server
+from _abuse_harness import HANG, make_message, ordinary_traffic, running_server
 
 from trio_smtp.testing import SMTPClient, parse_replies
 
@@ -121,7 +121,7 @@ async def test_declared_size_over_the_limit_is_refused_at_mail() -> None:
     async with running_server({"max_message_size": 1000}) as srv:
 
         def send() -> None:
-            with smtplib.SMTP(srv.host, srv.port, timeout=10) as smtp:
+            with smtplib.SMTP(srv.host, srv.port, timeout=HANG) as smtp:
                 # smtplib declares SIZE= itself when the server advertises SIZE.
                 smtp.sendmail("a@example.org", ["b@example.net"], make_message("x", "y" * 5000))
 
@@ -223,7 +223,7 @@ async def test_tls_client_hello_on_the_plain_port_is_closed_cleanly() -> None:
         ctx = ssl.create_default_context()
 
         def smtps() -> None:
-            with smtplib.SMTP_SSL(srv.host, srv.port, timeout=5, context=ctx):
+            with smtplib.SMTP_SSL(srv.host, srv.port, timeout=HANG, context=ctx):
                 pass
 
         with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):

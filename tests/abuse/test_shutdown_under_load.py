@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _abuse_harness import make_message, running_server, settle
+from _abuse_harness import HANG, make_message, running_server, settle
 
 from trio_smtp.sinks import MaildirSink
 
@@ -31,7 +31,7 @@ def _sender(port: int, n: int, acknowledged: list[str], lock: threading.Lock) ->
     i = 0
     while True:
         try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            with smtplib.SMTP("127.0.0.1", port, timeout=HANG) as smtp:
                 while True:
                     i += 1
                     tag = f"sender{n}-msg{i}"
@@ -70,7 +70,7 @@ async def test_graceful_shutdown_under_load_stores_exactly_the_acknowledged_mess
                 clients.start_soon(sender, n)
             await settle(lambda: len(acknowledged) >= 3 * SENDERS)
             srv.server.shutdown()
-        with trio.fail_after(10):
+        with trio.fail_after(HANG):
             await srv.wait_idle()
 
     assert len(outcomes) == SENDERS

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from _abuse_harness import ordinary_traffic, running_server
+from _abuse_harness import HANG, ordinary_traffic, running_server
 
 from trio_smtp.testing import SMTPClient, SMTPTestServer
 
@@ -61,7 +61,7 @@ async def test_fake_end_of_data_delivers_exactly_one_message_with_the_smuggled_t
         client = await _open_transaction(srv)
         body = b"Subject: hello\r\n\r\nhi" + FAKE_ENDS[fake_end] + SMUGGLED + b".\r\n"
         await _send_body(client, body, split)
-        with trio.fail_after(10):
+        with trio.fail_after(HANG):
             reply = await client.reply()
             assert reply.code == 250, reply
             # Nothing more was answered: no 250/354 for forged MAIL, RCPT or DATA.
@@ -88,7 +88,7 @@ async def test_fake_end_of_data_under_bare_lf_reject_is_550_and_nothing_is_deliv
     async with running_server({"bare_lf": "reject"}) as srv:
         client = await _open_transaction(srv)
         await client.send(b"Subject: hello\r\n\r\nhi" + FAKE_ENDS[fake_end] + SMUGGLED + b".\r\n")
-        with trio.fail_after(10):
+        with trio.fail_after(HANG):
             reply = await client.reply()
             assert reply.lines[0].startswith(b"550 5.6.0"), reply
             assert client.buffer == b""

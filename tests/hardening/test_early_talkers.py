@@ -112,7 +112,8 @@ async def test_server_refuses_a_client_that_talks_first(autojump_clock: trio.abc
 
 
 async def test_real_socket_early_talker_and_patient_smtplib() -> None:
-    async with serving({"greet_delay": 0.5}) as live:
+    # The talker's bytes must arrive within the delay: 2 s leaves room for a loaded machine.
+    async with serving({"greet_delay": 2.0}) as live:
         stream = await trio.open_tcp_stream("127.0.0.1", live.port)
         async with stream:
             await stream.send_all(b"EHLO bot\r\nMAIL FROM:<spam@example.net>\r\n")
@@ -129,7 +130,7 @@ async def test_real_socket_early_talker_and_patient_smtplib() -> None:
 
 
 def test_cli_greet_delay_refuses_an_early_talker() -> None:
-    with cli_server("--greet-delay", "0.5") as srv:
+    with cli_server("--greet-delay", "2") as srv:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock:
             sock.sendall(b"EHLO bot\r\n")
             data = b""

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     import ssl
 
 #: How long :meth:`ThreadedServer.start` waits for the listener before giving up.
-START_TIMEOUT: Final = 10.0
+START_TIMEOUT: Final = 30.0
 #: What :meth:`wait_for` waits by default: a hang guard, not a speed requirement.
-WAIT_TIMEOUT: Final = 10.0
+WAIT_TIMEOUT: Final = 30.0
 #: The configuration of a test server, under what the test gives.
 TEST_CONFIG: Final[Mapping[str, Any]] = {
     "host": "127.0.0.1",
