@@ -1,4 +1,4 @@
-"""Sessions: ``nox`` runs tests, lint and typing; bench, certs and fuzz run on demand."""
+"""Sessions: ``nox`` runs tests, lint, typing and docs; bench, certs and fuzz run on demand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "trustme>=1.1", "hypothesis>=6", "aiosmtpd==1.4.6"]
@@ -36,21 +36,16 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    """mypy --strict over the package, examples/ and every Python block of README.md."""
-    session.install("-e", ".[verify,testing,metrics]", "mypy")
+    """mypy --strict over the package, examples/, every Python block of README.md and tests/
+    (the suite's own helpers are imported by file name)."""
+    session.install(
+        "-e", ".[verify,testing,metrics]", *TEST_DEPS, *VERIFY_DEPS, "mypy", "types-PyYAML"
+    )
     session.run("mypy", "--strict", "trio_smtp", "examples")
     with tempfile.TemporaryDirectory() as blocks:
         for i, code in enumerate(readme_python_blocks()):
             Path(blocks, f"readme_block_{i:02d}.py").write_text(code, encoding="utf-8")
         session.run("mypy", "--strict", blocks)
-
-
-@nox.session
-def typing_tests(session: nox.Session) -> None:
-    """mypy --strict over tests/ (the suite's own helpers are imported by file name)."""
-    session.install(
-        "-e", ".[verify,testing,metrics]", *TEST_DEPS, *VERIFY_DEPS, "mypy", "types-PyYAML"
-    )
     env = {"MYPYPATH": os.pathsep.join(["tests", "tests/server", "tests/abuse"])}
     session.run("mypy", "--strict", "tests", env=env)
 

@@ -165,6 +165,6 @@ def test_readme_block(kind: list[str], code: str, tmp_path: Path) -> None:
         ci = (ROOT / ".ci" / "run").read_text()
         assert re.search(r"^nox$", ci, re.M), ".ci/run must run plain `nox`"
         noxfile = (ROOT / "noxfile.py").read_text()
-        assert 'nox.options.sessions = ["tests", "lint", "typing"]' in noxfile
+        assert 'nox.options.sessions = ["tests", "lint", "typing", "docs"]' in noxfile
     else:
         pytest.fail(f"unknown README test kind {kind!r}")

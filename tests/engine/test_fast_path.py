@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_smtp.engine import EngineConfig
+from trio_smtp.engine import EngineConfig, Event
 from trio_smtp.engine import _grammar as grammar
 
 from ._helpers import Driver
@@ -23,14 +23,14 @@ from ._helpers import Driver
 @contextmanager
 def _general_parser_only() -> Iterator[None]:
     saved = grammar._SIMPLE_PATH_MAX
-    grammar._SIMPLE_PATH_MAX = -1
+    setattr(grammar, "_SIMPLE_PATH_MAX", -1)  # noqa: B010 - a Final, patched for the test
     try:
         yield
     finally:
-        grammar._SIMPLE_PATH_MAX = saved
+        setattr(grammar, "_SIMPLE_PATH_MAX", saved)  # noqa: B010
 
 
-def _session(lines: list[bytes], config: EngineConfig | None) -> tuple[bytes, list[object]]:
+def _session(lines: list[bytes], config: EngineConfig | None) -> tuple[bytes, list[Event]]:
     driver = Driver(config)
     for line in [b"EHLO client.example", *lines]:
         driver.send(line + b"\r\n")

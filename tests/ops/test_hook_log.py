@@ -44,7 +44,7 @@ def _errors(logger: RecordingLogger) -> list[str]:
 
 async def test_a_failing_close_hook_is_logged_with_its_name_and_traceback() -> None:
     def close(session: object) -> None:
-        {}["gone"]  # a bug in the application's hook
+        {"present": 1}["gone"]  # a bug in the application's hook
 
     [line] = _errors(await _session({"close": close}))
     first, *rest = line.split("\n")

@@ -154,7 +154,7 @@ async def test_a_failing_hook_is_logged_at_error_with_its_name_and_traceback() -
     from trio_smtp import Server
 
     def rcpt(ctx: object) -> None:
-        {}["missing"]  # a bug in the application's hook
+        {"present": 1}["missing"]  # a bug in the application's hook
 
     out = io.StringIO()
     server = Server(

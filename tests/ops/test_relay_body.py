@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from trio_smtp._mail import Mail
+from trio_smtp._mail import Mail, Recipient
 from trio_smtp._session import Session
 from trio_smtp.engine import Reply
 from trio_smtp.sinks import RelaySink
@@ -104,9 +104,7 @@ def _mail(content: bytes, body_type: str) -> Mail:
     return mail
 
 
-def _recipient(address: str) -> object:
-    from trio_smtp._mail import Recipient
-
+def _recipient(address: str) -> Recipient:
     return Recipient(address=address)
 
 

@@ -34,7 +34,9 @@ def test_a_starttls_upstream_whose_certificate_does_not_verify_is_refused_by_def
                 _send(strict.port())
             # A temporary refusal: the sender keeps the message and retries.
             assert refused.value.smtp_code == 451
-            assert refused.value.smtp_error.startswith(b"4.7.5 upstream certificate")
+            error = refused.value.smtp_error
+            assert isinstance(error, bytes)
+            assert error.startswith(b"4.7.5 upstream certificate")
             line = strict.wait_err(r"\[ERROR\] - Message failed: ").string
             assert strict.stop() == 0
         assert f"upstream=smtp://{target}" in line

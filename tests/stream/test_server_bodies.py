@@ -168,10 +168,10 @@ async def test_a_full_spool_disk_is_452_and_nothing_is_half_stored(
     real_write = _spool._write_all
     full = True
 
-    def write_all(fd: int, data: bytes) -> None:
+    def write_all(fd: int, chunks: list[bytes]) -> None:
         if full:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_write(fd, data)
+        real_write(fd, chunks)
 
     monkeypatch.setattr(_spool, "_write_all", write_all)
     maildir = tmp_path / "md"
@@ -218,7 +218,7 @@ async def test_a_generous_budget_keeps_small_bodies_in_memory(tmp_path: Path) ->
     async def done(mail: Mail) -> None:
         spooled.append(len(spool_fds(tmp_path)))
 
-    config = {"spool_dir": str(tmp_path), "spool_memory": 1 << 20}
+    config: dict[str, Any] = {"spool_dir": str(tmp_path), "spool_memory": 1 << 20}
     async with serving({"events": {"done": done}}, **config) as srv:
         client = await srv.connect()
         await client.greet()
@@ -285,7 +285,7 @@ async def test_without_a_spool_a_full_budget_pauses_reading_instead_of_growing(
     tmp_path: Path,
 ) -> None:
     body = (b"y" * 78 + b"\r\n") * 1500  # 120,000 bytes
-    config = {
+    config: dict[str, Any] = {
         "spool_dir": str(tmp_path / "missing"),
         "spool_memory": 0,
         "max_buffered_bytes": 200_000,
