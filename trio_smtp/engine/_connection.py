@@ -22,7 +22,6 @@ caller, which may also end the session with :meth:`Engine.close`.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Sequence
 from typing import Final
 
@@ -89,7 +88,9 @@ class Engine:
         self._buf = ReceiveBuffer()
         self._out: list[bytes] = []
         self._out_size = 0
-        self._events: collections.deque[Event] = collections.deque()
+        # Events already decided, ahead of the input (at most a couple, rarely any): a list,
+        # not a deque, which costs 760 bytes on every idle connection.
+        self._events: list[Event] = []
         self._pending: Event | None = None
         self._eof = False
         self._body = MessageBody(self.config)
@@ -226,7 +227,7 @@ class Engine:
         if self._pending is not None:
             raise LocalProtocolError(f"answer {type(self._pending).__name__} first")
         if self._events:
-            return self._emit(self._events.popleft())
+            return self._emit(self._events.pop(0))
         while True:
             state = self.state
             if state is State.COMMAND or state is State.AUTH:
