@@ -68,11 +68,14 @@ from .engine import (
 
 __all__ = ["FAREWELL_TIMEOUT", "ConnectionTask", "HookReturnError", "HookTimeout"]
 
-#: Replies handled between two flushes while commands are pipelined. A client that
-#: pipelines and never reads then blocks the task after this many replies (its socket
-#: buffer is full), so the input stops being read and unsent output stays bounded
-#: (a few KiB per connection) instead of growing with every command answered.
-OUTPUT_BATCH: Final = 16
+#: Unsent reply bytes a connection holds while commands are pipelined; past it the task
+#: flushes. A client that pipelines and never reads then blocks the task there (its
+#: socket buffer is full), so its input stops being read and the output it has not read
+#: stays under this many bytes plus one reply, whatever the replies' size (a count of
+#: replies bounded nothing when a hook answers with long text). Postfix's smtpd holds
+#: its 4 KiB stream buffer; this is the kernel's own unsent share (``_transport``'s
+#: ``TCP_NOTSENT_LOWAT``).
+OUTPUT_CAP: Final = 16384
 #: The engine's own close reasons, as log lines say them (others are said as given).
 _REASONS: Final = {
     "auth-failures": "too many authentication failures",
@@ -94,6 +97,25 @@ class ConnectionTask:
         implicit_tls: Whether the TLS handshake comes first (SMTPS, RFC 8314).
         limiter: Counts connections per client address.
     """
+
+    # Slots: one of these per connection (issue 11: memory per idle connection).
+    __slots__ = (
+        "_hook_bound",
+        "_shutdown",
+        "_shutdown_deadline",
+        "admission",
+        "config",
+        "data",
+        "delivery",
+        "engine",
+        "hooks",
+        "implicit_tls",
+        "link",
+        "logger",
+        "metrics",
+        "session",
+        "settings",
+    )
 
     def __init__(
         self,
@@ -285,7 +307,6 @@ class ConnectionTask:
         engine = self.engine
         link = self.link
         handlers = _HANDLERS
-        replies = 0
         while True:
             event = engine.next_event()
             if event is NEED_DATA:
@@ -297,7 +318,6 @@ class ConnectionTask:
                         await link.flush()
                     return
                 engine.receive_data(data)
-                replies = 0
                 continue
             if type(event) is MessageData:
                 # The delivery holds the transaction: no local of this loop may.
@@ -308,11 +328,8 @@ class ConnectionTask:
                 handler = _handler_for(event)
             if not await handler(self, event):
                 return
-            replies += 1
-            if replies >= OUTPUT_BATCH:
-                # The output cap: see OUTPUT_BATCH.
-                replies = 0
-                await link.flush()
+            if engine.pending_output >= OUTPUT_CAP:
+                await link.flush()  # the output cap: see OUTPUT_CAP
 
     async def _unexpected(self, event: Any) -> bool:
         """An event this layer has no handler for: a bug, logged and answered."""
