@@ -38,6 +38,9 @@ class Admission:
         settings: What the server gives every connection.
     """
 
+    # Slots: one of these per connection (issue 11: memory per idle connection).
+    __slots__ = ("admitted", "engine", "limiter", "logger", "session", "settings")
+
     def __init__(
         self,
         session: Session,

@@ -43,6 +43,21 @@ class Delivery:
         session: The session the messages belong to.
     """
 
+    # Slots: one of these per connection (issue 11: memory per idle connection).
+    __slots__ = (
+        "_started",
+        "engine",
+        "hook_bound",
+        "hooks",
+        "link",
+        "lmtp",
+        "logger",
+        "metrics",
+        "session",
+        "settings",
+        "txn",
+    )
+
     def __init__(
         self,
         link: Link,
