@@ -136,6 +136,10 @@ _KILLED_WRITER = textwrap.dedent(
             sys.stdin.read()
 
     mbox._write_all = write_all
+    if {no_xattrs!r}:
+        def no_xattrs(*args):
+            raise OSError(95, "Operation not supported")
+        os.setxattr = os.getxattr = os.removexattr = no_xattrs
 
     async def main():
         body = await spooled_body(big_content(3_000_000), Spool(spool_memory=1000))
@@ -146,12 +150,19 @@ _KILLED_WRITER = textwrap.dedent(
 )
 
 
-def test_mbox_cuts_off_a_message_a_killed_writer_left_half_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("no_xattrs", [False, True], ids=["xattr", "journal"])
+def test_mbox_cuts_off_a_message_a_killed_writer_left_half_written(
+    tmp_path: Path, no_xattrs: bool
+) -> None:
     path = tmp_path / "mbox"
     sink = MboxSink(path)
-    trio.run(sink.deliver, mail_with_body(content=b"Subject: first\r\n\r\none\r\n"))
+    for n in ("first", "second"):
+        content = f"Subject: {n}\r\n\r\nFrom here\r\n{n}\r\n".encode()
+        trio.run(sink.deliver, mail_with_body(content=content))
     complete = path.read_bytes()
-    script = _KILLED_WRITER.format(helpers=str(Path(__file__).parent), path=str(path))
+    script = _KILLED_WRITER.format(
+        helpers=str(Path(__file__).parent), path=str(path), no_xattrs=no_xattrs
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -170,9 +181,20 @@ def test_mbox_cuts_off_a_message_a_killed_writer_left_half_written(tmp_path: Pat
         proc.stdout.close()
     partial = path.read_bytes()
     assert len(partial) > len(complete) + 100_000  # the killed writer got well into it
-    trio.run(sink.deliver, mail_with_body(content=b"Subject: second\r\n\r\ntwo\r\n"))
+    journal = Path(str(path) + ".trio-smtp-append")
+    assert journal.exists() == no_xattrs
+    # The server starts again: building the sink repairs the file, before any delivery.
+    MboxSink(path)
+    assert path.read_bytes() == complete
+    assert not journal.exists()
     box = mailbox.mbox(path)
     assert [m["Subject"] for m in box] == ["first", "second"]
+    # mailbox.mbox reads mboxrd quoting as it is: the ">" stays.
+    assert [m.get_payload() for m in box] == [">From here\nfirst\n", ">From here\nsecond\n"]
+    box.close()
+    trio.run(sink.deliver, mail_with_body(content=b"Subject: third\r\n\r\nthree\r\n"))
+    box = mailbox.mbox(path)
+    assert [m["Subject"] for m in box] == ["first", "second", "third"]
     assert path.read_bytes().startswith(complete + b"From a@example.com ")
     box.close()
 

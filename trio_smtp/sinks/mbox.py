@@ -18,8 +18,8 @@ No dot-lock file is made (it needs write access to the directory). The locks are
 without blocking, for at most ``lock_timeout`` seconds, so a reader that never lets go makes
 the sender retry (450) instead of hanging the connection. If writing fails halfway, the file is
 truncated back to its previous size, so no partial message is left behind; if the writer dies
-halfway (killed), the next delivery cuts the partial message off (see the recovery notes at
-the end of this module).
+halfway (killed), the next start (building the sink) or delivery cuts the partial message off
+(see the recovery notes at the end of this module).
 
 The body is streamed from the spool (:meth:`~trio_smtp.Mail.open_file`) and quoted piece by
 piece, so a message of any size costs a fixed amount of memory.
@@ -154,6 +154,7 @@ class MboxSink:
         self.path = os.fspath(path)
         self.lock_timeout = lock_timeout
         self._lock = trio.Lock()
+        recover(self.path)
 
     def __repr__(self) -> str:
         return f"MboxSink({self.path!r})"
@@ -187,7 +188,7 @@ class MboxSink:
         fd = os.open(self.path, flags, _FILE_MODE)
         try:
             self._acquire(fd)
-            size = _recover(fd, os.fstat(fd).st_size)
+            size = _recover(fd, self.path, os.fstat(fd).st_size)
             # A separator line only counts after a blank line; mend a file that lacks one
             # (written by a tool that does not end messages with a blank line).
             mend = b""
@@ -197,7 +198,7 @@ class MboxSink:
                     mend = b"\n\n"
                 elif size >= 2 and tail != b"\n\n":
                     mend = b"\n"
-            _mark_pending(fd, size, size + len(mend))
+            _mark_pending(fd, self.path, size, size + len(mend))
             try:
                 _write_all(fd, mend + _separator(mail.mail_from))
                 quoter = _MboxrdQuoter()
@@ -213,9 +214,9 @@ class MboxSink:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, size)
                     os.fsync(fd)
-                _clear_pending(fd)
+                _clear_pending(fd, self.path)
                 raise
-            _clear_pending(fd)
+            _clear_pending(fd, self.path)
         finally:
             # Closing the descriptor releases both locks.
             os.close(fd)
@@ -248,45 +249,95 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-# Crash recovery. Before appending, the sink records on the file itself (an extended
-# attribute: no other file, no write access to the directory needed) where the file ended
-# and where its entry starts; it removes the record once the entry is fsynced. A record
-# found on the next delivery means a writer died mid-append (SIGKILL, power loss): the
-# bytes from that offset on are a partial, never-acknowledged entry, and the file is cut
-# back to where the last complete message ended. Unless another program appended a
-# message after it (a line reading "From " past our separator: inside our entry every such
-# line is quoted): then nothing is cut, since that mail is somebody's.
+# Crash recovery. Before appending, the sink records where the file ended and where its
+# entry starts, and removes the record once the entry is fsynced. The record goes on the file
+# itself (an extended attribute: no other file, no write access to the directory needed);
+# where the file system has no user xattrs, into a small fsynced journal file next to the
+# mbox (``<mbox>.trio-smtp-append``). A record found when a sink is built (at start) or at
+# the next delivery means a writer died mid-append (SIGKILL, power loss): the bytes from that
+# offset on are a partial, never-acknowledged entry, and the file is cut back to where the
+# last complete message ended. Unless another program appended a message after it (a line
+# reading "From " past our separator: inside our entry every such line is quoted): then
+# nothing is cut, since that mail is somebody's. Postfix's local(8) and procmail only
+# truncate after a write error they see; a killed writer leaves its partial message there.
 _PENDING_XATTR: Final = "user.trio-smtp.append"
+_JOURNAL_SUFFIX: Final = ".trio-smtp-append"
 _SCAN_SIZE: Final = 1 << 20
 
 
-def _mark_pending(fd: int, size: int, entry_start: int) -> None:
-    # Without extended attributes (some file systems), appends are just not recoverable.
-    with contextlib.suppress(OSError, AttributeError):
-        os.setxattr(fd, _PENDING_XATTR, f"{size} {entry_start}".encode())
+def recover(path: str) -> None:
+    """Cut off an entry a killed writer left in the mbox at ``path`` (blocking; at start).
+
+    Does nothing when the file is missing or another program holds its lock (the next
+    delivery recovers then).
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _recover(fd, path, os.fstat(fd).st_size)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
-def _clear_pending(fd: int) -> None:
+def _mark_pending(fd: int, path: str, size: int, entry_start: int) -> None:
+    record = f"{size} {entry_start}".encode()
+    try:
+        os.setxattr(fd, _PENDING_XATTR, record)
+        return
+    except (OSError, AttributeError):
+        pass
+    # No user xattrs here: the journal. Without write access to the directory either, the
+    # append goes on unrecorded (as Postfix's would): it cannot be repaired after a crash.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    with contextlib.suppress(OSError):
+        journal = os.open(path + _JOURNAL_SUFFIX, flags, _FILE_MODE)
+        try:
+            os.write(journal, record)  # 20-odd bytes to a regular file: one write
+            os.fsync(journal)
+        finally:
+            os.close(journal)
+
+
+def _clear_pending(fd: int, path: str) -> None:
     with contextlib.suppress(OSError, AttributeError):
         os.removexattr(fd, _PENDING_XATTR)
+    with contextlib.suppress(OSError):
+        os.unlink(path + _JOURNAL_SUFFIX)
 
 
-def _recover(fd: int, size: int) -> int:
-    """Cut off an entry a dead writer left half-written; return the file's size."""
+def _read_pending(fd: int, path: str) -> bytes | None:
     try:
-        record = os.getxattr(fd, _PENDING_XATTR)
+        return os.getxattr(fd, _PENDING_XATTR)
     except (OSError, AttributeError):
+        pass
+    try:
+        with open(path + _JOURNAL_SUFFIX, "rb") as journal:
+            return journal.read(64)
+    except OSError:
+        return None
+
+
+def _recover(fd: int, path: str, size: int) -> int:
+    """Cut off an entry a dead writer left half-written; return the file's size."""
+    record = _read_pending(fd, path)
+    if record is None:
         return size
     try:
         start, entry_start = (int(x) for x in record.split())
     except ValueError:
-        _clear_pending(fd)
+        _clear_pending(fd, path)
         return size
     if start < size and not _another_message_after(fd, entry_start + 1, size):
         os.ftruncate(fd, start)
         os.fsync(fd)
         size = start
-    _clear_pending(fd)
+    _clear_pending(fd, path)
     return size
 
 
