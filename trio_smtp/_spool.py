@@ -44,16 +44,17 @@ from typing import Final
 
 import trio
 
+from ._body_reader import READ_SIZE as READ_SIZE
+from ._body_reader import BodyReader as BodyReader
+from ._body_reader import SpoolFileReader, pread_all
+from ._budget import MAX_BUFFERED_BYTES as MAX_BUFFERED_BYTES
+from ._budget import MemoryBudget as MemoryBudget
 from .engine import Reply
 
 #: Bytes of one body kept in memory before it moves to a spool file (``spool_memory``).
 SPOOL_MEMORY: Final = 1 << 20
-#: Body bytes held in memory across all connections of a server (``max_buffered_bytes``).
-MAX_BUFFERED_BYTES: Final = 64 << 20
 #: Bytes gathered before one write to a spool file.
 WRITE_SIZE: Final = 256 << 10
-#: Bytes read from a spool file at a time by the streaming readers.
-READ_SIZE: Final = 256 << 10
 #: Every spool file's name starts with this (while it has a name at all).
 SPOOL_PREFIX: Final = "trio-smtp-spool-"
 
@@ -74,58 +75,6 @@ def _storage_error(exc: OSError) -> Reply:
     if exc.errno in _FULL_ERRNOS:
         return storage_full()
     return Reply(451, "4.3.0 cannot spool the message")
-
-
-class MemoryBudget:
-    """The body bytes that all connections of a server may hold in memory together.
-
-    Args:
-        limit: The most bytes held at once.
-
-    Raises:
-        ValueError: for a negative limit.
-    """
-
-    def __init__(self, limit: int = MAX_BUFFERED_BYTES) -> None:
-        if limit < 0:
-            raise ValueError(f"max_buffered_bytes must not be negative, not {limit!r}")
-        self.limit = limit
-        #: Bytes taken and not yet given back.
-        self.used = 0
-        self._freed = trio.lowlevel.ParkingLot()
-
-    def __repr__(self) -> str:
-        return f"<MemoryBudget used={self.used} limit={self.limit}>"
-
-    def try_take(self, n: int) -> bool:
-        """Take ``n`` bytes if they fit; never waits.
-
-        Returns:
-            Whether they were taken.
-        """
-        if self.used + n > self.limit:
-            return False
-        self.used += n
-        return True
-
-    async def take(self, n: int) -> None:
-        """Take ``n`` bytes, waiting until others give enough back.
-
-        Raises:
-            ValueError: if ``n`` exceeds the whole budget (it could never fit).
-        """
-        if n > self.limit:
-            raise ValueError(f"{n} bytes can never fit a budget of {self.limit}")
-        while not self.try_take(n):
-            await self._freed.park()
-        await trio.lowlevel.checkpoint()
-
-    def give_back(self, n: int) -> None:
-        """Return ``n`` bytes taken earlier and wake whoever waits for room."""
-        self.used -= n
-        assert self.used >= 0, "gave back more than was taken"
-        if n and self._freed:  # unpark_all costs more than the test, and rarely wakes anyone
-            self._freed.unpark_all()
 
 
 class Spool:
@@ -399,7 +348,7 @@ class Body:
                 self._chunks = [b"".join(self._chunks)]
             return self._chunks[0]
         try:
-            return _pread_all(fd, self.size)
+            return pread_all(fd, self.size)
         finally:
             os.close(fd)
 
@@ -416,68 +365,7 @@ class Body:
         fd = self._dup()
         if fd is None:
             return io.BytesIO(self.read_bytes())
-        return io.BufferedReader(_SpoolReader(fd, self.size), READ_SIZE)
-
-
-class BodyReader:
-    """Reads a body in order without loading it: ``async for chunk in reader``.
-
-    In-memory content comes as the chunks that arrived (no copy); a spooled body in pieces
-    of :data:`READ_SIZE` bytes, each read in a worker thread. Use it as an async context
-    manager so that its descriptor is closed.
-    """
-
-    def __init__(self, body: Body) -> None:
-        self._body = body
-        self._fd: int | None = None
-        self._chunks: list[bytes] = []
-        self._index = 0
-        self._offset = 0
-        self._opened = False
-
-    async def __aenter__(self) -> BodyReader:
-        self._open()
-        await trio.lowlevel.checkpoint()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    def _open(self) -> None:
-        if not self._opened:
-            self._opened = True
-            self._fd = self._body._dup()
-            if self._fd is None:
-                self._chunks = list(self._body._chunks)
-
-    def close(self) -> None:
-        """Close the reader's descriptor; iteration ends."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self._chunks = []
-        self._offset = self._body.size
-
-    def __aiter__(self) -> BodyReader:
-        return self
-
-    async def __anext__(self) -> bytes:
-        self._open()
-        if self._fd is None:
-            if self._index >= len(self._chunks):
-                raise StopAsyncIteration
-            chunk = self._chunks[self._index]
-            self._index += 1
-            await trio.lowlevel.checkpoint()
-            return chunk
-        size = self._body.size
-        if self._offset >= size:
-            raise StopAsyncIteration
-        n = min(READ_SIZE, size - self._offset)
-        chunk = await trio.to_thread.run_sync(_pread_all, self._fd, n, self._offset)
-        self._offset += len(chunk)
-        return chunk
+        return io.BufferedReader(SpoolFileReader(fd, self.size), READ_SIZE)
 
 
 #: At most this many buffers per writev(2) (IOV_MAX is 1024 on Linux).
@@ -494,58 +382,3 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             views.pop(0)
         if written:
             views[0] = views[0][written:]
-
-
-def _pread_all(fd: int, n: int, offset: int = 0) -> bytes:
-    parts = []
-    while n > 0:
-        part = os.pread(fd, n, offset)
-        if not part:
-            raise OSError(errno.EIO, "spool file is shorter than the message")
-        parts.append(part)
-        n -= len(part)
-        offset += len(part)
-    return b"".join(parts) if len(parts) != 1 else parts[0]
-
-
-class _SpoolReader(io.RawIOBase):
-    """A read-only raw file over a spool descriptor, with a position of its own (pread)."""
-
-    def __init__(self, fd: int, size: int) -> None:
-        self._fd = fd
-        self._size = size
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        # A view, so that the slice below is the caller's memory and not a copy of it.
-        view = memoryview(buffer).cast("B")
-        n = min(len(view), self._size - self._pos)
-        if n <= 0:
-            return 0
-        got = os.preadv(self._fd, [view[:n]], self._pos)
-        self._pos += got
-        return got
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset!r}")
-        self._pos = base + offset
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._fd)
-        super().close()
