@@ -132,6 +132,9 @@ class HookRunner:
         context: Builds the context a command hook gets.
     """
 
+    # Slots: one of these per connection (issue 11: memory per idle connection).
+    __slots__ = ("_context", "_label", "_logger", "_metrics", "_threads", "hooks", "timeout")
+
     def __init__(
         self,
         hooks: Mapping[str, Hook],

@@ -56,6 +56,9 @@ class SocketTransport(trio.abc.HalfCloseableStream):
         sock: A connected ``SOCK_STREAM`` socket (TCP or Unix).
     """
 
+    # Slots: one of these per connection (issue 11: memory per idle connection).
+    __slots__ = ("_sending", "_shut_wr", "sock")
+
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
