@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
+from typing import Any
 
 import trio
 import trio.testing
@@ -42,7 +43,7 @@ def _traced() -> int:
 
 
 async def test_an_idle_connection_costs_the_server_under_7_8_kib() -> None:
-    config = {"max_connections_per_ip": 2 * IDLE, "max_connections": 2 * IDLE}
+    config: dict[str, Any] = {"max_connections_per_ip": 2 * IDLE, "max_connections": 2 * IDLE}
     async with serving(faults=False, **config) as srv:
         # A first session pays for lazy imports and first-use caches.
         client = await srv.connect()

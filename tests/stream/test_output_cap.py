@@ -84,7 +84,7 @@ async def test_a_client_that_never_reads_big_replies_is_closed_at_the_command_ti
     async def help_hook(ctx: Any) -> Reply:
         return BIG_HELP
 
-    config = {"command_timeout": 0.5}
+    config: dict[str, Any] = {"command_timeout": 0.5}
     async with serving({"events": {"HELP": help_hook}}, faults=False, **config) as srv:
         client = await _small_window_client(srv.port)
         try:
