@@ -246,11 +246,14 @@ def test_a_signal_to_the_whole_process_group_drains_gracefully(
 
 
 def _wait_delivered(pid: int, signum: int, timeout: float = WAIT) -> None:
-    """Wait until process ``pid`` has no ``signum`` pending (/proc/PID/status)."""
+    """Wait until process ``pid`` has no ``signum`` pending (/proc/PID/status) or is gone."""
     bit = 1 << (signum - 1)
     deadline = time.monotonic() + timeout
     while True:
-        status = Path(f"/proc/{pid}/status").read_text()
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return  # it has exited (an idle worker drains at once): nothing is pending
         pending = 0
         for line in status.splitlines():
             if line.startswith(("SigPnd:", "ShdPnd:")):
