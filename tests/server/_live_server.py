@@ -34,6 +34,10 @@ from trio_smtp.testing import auth_plain as auth_plain
 
 T = TypeVar("T")
 
+#: The bound on a wait that only a hang reaches, however loaded the machine: never a
+#: speed check.
+HANG = 60.0
+
 
 def ipv6_available() -> bool:
     """Whether this machine can listen on ``::1``."""
