@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import email
-import os
 import smtplib
 import socket
 import subprocess
@@ -25,7 +24,7 @@ import trio
 from conftest import require_tool
 
 sys.path.insert(0, str(Path(__file__).parent / "abuse"))
-from _abuse_harness import make_message, running_server, settle
+from _abuse_harness import HANG, make_message, running_server
 
 from trio_smtp import Mail
 from trio_smtp.sinks import MaildirSink
@@ -33,32 +32,19 @@ from trio_smtp.testing import SMTPClient
 
 CLIENT_IP = "127.0.0.2"
 VERSIONS = {"send-proxy": 1, "send-proxy-v2": 2}
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _listener() -> socket.socket:
+    """A bound, listening socket on a free port, for HAProxy to inherit (``fd@N``).
 
-
-def _listening(port: int) -> bool:
-    """Whether something listens on 127.0.0.1:port, without connecting to it.
-
-    A probe connection would go through HAProxy to the server and show up in the
-    hooks the tests count.
+    Handing HAProxy a socket it need not bind leaves no window in which another
+    program could take a port picked for it, and connections wait in the socket's
+    queue until HAProxy accepts them: no need to watch for it to start listening.
     """
-    wanted = f"0100007F:{port:04X}"
-    with open("/proc/net/tcp") as table:
-        for row in table.readlines()[1:]:
-            fields = row.split()
-            if fields[1] == wanted and fields[3] == _LISTEN:
-                return True
-    return False
-
-
-def _can_watch_listeners() -> bool:
-    return os.path.exists("/proc/net/tcp")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
 
 
 @contextlib.asynccontextmanager
@@ -68,43 +54,47 @@ async def haproxy(tmp_path: Path, server_port: int) -> AsyncIterator[dict[str, i
     Yields the frontend port for each of ``send-proxy`` and ``send-proxy-v2``.
     """
     binary = require_tool("haproxy")
-    if not _can_watch_listeners():
-        pytest.skip("needs /proc/net/tcp to see when HAProxy listens")
-    ports = {option: _free_port() for option in VERSIONS}
-    sections = [
-        "global\n    maxconn 256\n",
-        "defaults\n    mode tcp\n    timeout connect 5s\n"
-        "    timeout client 30s\n    timeout server 30s\n",
-    ]
-    for i, (option, port) in enumerate(ports.items()):
-        sections.append(
-            f"frontend smtp{i}\n    bind 127.0.0.1:{port}\n    default_backend trio{i}\n"
-            f"backend trio{i}\n    server s1 127.0.0.1:{server_port} {option}\n"
-        )
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text("\n".join(sections))
-    check = await trio.run_process(
-        [binary, "-c", "-f", str(cfg)], capture_stdout=True, stderr=subprocess.STDOUT, check=False
-    )
-    assert check.returncode == 0, check.stdout.decode()
-    log_path = tmp_path / "haproxy.log"
-    with log_path.open("wb") as log:
-        proc = await trio.lowlevel.open_process(
-            [binary, "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            await settle(
-                lambda: all(_listening(p) for p in ports.values()) or proc.poll() is not None, 10
+    with contextlib.ExitStack() as sockets:
+        listeners = {option: sockets.enter_context(_listener()) for option in VERSIONS}
+        ports = {option: int(sock.getsockname()[1]) for option, sock in listeners.items()}
+        fds = tuple(sock.fileno() for sock in listeners.values())
+        sections = [
+            "global\n    maxconn 256\n",
+            "defaults\n    mode tcp\n    timeout connect 30s\n"
+            "    timeout client 60s\n    timeout server 60s\n",
+        ]
+        for i, (option, sock) in enumerate(listeners.items()):
+            sections.append(
+                f"frontend smtp{i}\n    bind fd@{sock.fileno()}\n    default_backend trio{i}\n"
+                f"backend trio{i}\n    server s1 127.0.0.1:{server_port} {option}\n"
             )
-            assert proc.returncode is None, log_path.read_text()
-            yield ports
-        finally:
-            proc.terminate()
-            with trio.move_on_after(10):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text("\n".join(sections))
+        check = await trio.run_process(
+            [binary, "-c", "-f", str(cfg)],
+            capture_stdout=True,
+            stderr=subprocess.STDOUT,
+            check=False,
+            pass_fds=fds,
+        )
+        assert check.returncode == 0, check.stdout.decode()
+        log_path = tmp_path / "haproxy.log"
+        with log_path.open("wb") as log:
+            proc = await trio.lowlevel.open_process(
+                [binary, "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT, pass_fds=fds
+            )
+            # Only HAProxy holds the listeners now: should it stop, clients are refused.
+            sockets.close()
+            try:
+                yield ports
+                assert proc.poll() is None, log_path.read_text()
+            finally:
+                proc.terminate()
+                with trio.move_on_after(HANG):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
 
 
 class RecordingMaildir(MaildirSink):
@@ -121,7 +111,7 @@ class RecordingMaildir(MaildirSink):
 
 def _send_from(source: str, port: int, subject: str) -> None:
     with smtplib.SMTP(
-        "127.0.0.1", port, local_hostname="client.test", timeout=10, source_address=(source, 0)
+        "127.0.0.1", port, local_hostname="client.test", timeout=HANG, source_address=(source, 0)
     ) as smtp:
         smtp.sendmail("ann@example.org", ["bob@example.net"], make_message(subject))
 
@@ -212,12 +202,13 @@ async def test_connection_without_a_valid_header_is_closed_without_greeting(
     first_bytes: bytes,
 ) -> None:
     seen: list[object] = []
-    config = {"proxy_protocol": True, "proxy_timeout": 5.0}
+    # Closed at once, long before the (hang-sized) proxy_timeout could close it.
+    config = {"proxy_protocol": True, "proxy_timeout": 2 * HANG}
     async with running_server(config, events={"connect": seen.append}) as srv:
         with _no_greeting_expected(seen):
             client = await srv.connect()
             await client.send(first_bytes)
-            assert await client.expect_closed(within=5.0) == b""
+            assert await client.expect_closed(within=HANG) == b""
             await srv.wait_idle()
     assert srv.logger.matching("no valid PROXY header")
 
@@ -228,7 +219,7 @@ async def test_connection_that_sends_nothing_is_closed_at_the_proxy_timeout() ->
     async with running_server(config, events={"connect": seen.append}) as srv:
         with _no_greeting_expected(seen):
             client = await srv.connect()
-            assert await client.expect_closed(within=5.0) == b""
+            assert await client.expect_closed(within=HANG) == b""
             await srv.wait_idle()
 
 
@@ -241,7 +232,7 @@ async def test_header_from_an_untrusted_address_is_closed_without_greeting(heade
             client = await srv.connect()
             with contextlib.suppress(trio.BrokenResourceError):
                 await client.send(header + b"EHLO client.test\r\n")
-            assert await client.expect_closed(within=5.0) == b""
+            assert await client.expect_closed(within=HANG) == b""
             await srv.wait_idle()
     assert srv.logger.matching("is not allowed to send a PROXY header")
 

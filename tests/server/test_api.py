@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import trio
-from _live_server import Client, ListLogger, auth_plain, running_server
+from _live_server import HANG, Client, ListLogger, auth_plain, running_server
 
 import trio_smtp
 from trio_smtp import REPLY_CODES, Logger, Mail, Reply, Schema, Server, ServerConfig
@@ -248,7 +248,7 @@ async def test_server_logs_start_connections_and_messages_in_smtpjs_format() -> 
         await client.expect("RSET", 250)
         await client.expect("QUIT", 221)
         await client.aclose()
-        with trio.fail_after(5):
+        with trio.fail_after(HANG):
             while server.connections:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         server.shutdown()

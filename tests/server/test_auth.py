@@ -743,13 +743,13 @@ async def test_a_hanging_authenticator_gets_451_at_hook_timeout() -> None:
     import threading
 
     import trio
-    from _live_server import running_server
+    from _live_server import HANG, running_server
 
     release = threading.Event()
     errors: list[BaseException] = []
 
     def authenticator(mechanism: str, login: str, password: str) -> bool:
-        release.wait(10)  # a user database that never answers
+        release.wait(HANG)  # a user database that never answers (until the test ends)
         return True
 
     try:
@@ -763,7 +763,7 @@ async def test_a_hanging_authenticator_gets_451_at_hook_timeout() -> None:
             token = base64.b64encode(b"\0bob\0pw").decode()
             await client.send(f"EHLO c.test\r\nAUTH PLAIN {token}\r\n".encode())
             assert (await client.reply())[0] == 250
-            with trio.fail_after(5):
+            with trio.fail_after(HANG):
                 assert (await client.reply())[0] == 451
             await client.send(b"NOOP\r\n")
             assert (await client.reply())[0] == 250

@@ -71,8 +71,9 @@ async def test_a_command_timeout_is_recorded_as_timeout() -> None:
     events, reasons = _recording()
     async with running_server(events, config={"command_timeout": 0.2}) as live:
         client = await live.connect()
-        await client.greet()
-        # Nothing more is sent: the server gives up waiting for a command.
+        # The greeting only: a client that had to answer it within 0.2 s could lose that
+        # race on a loaded machine. Nothing is sent: the server gives up waiting.
+        assert (await client.reply())[0] == 220
         assert (await client.reply())[0] == 421
         assert await client.closed()
         await live.wait_connections(0)

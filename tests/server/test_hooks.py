@@ -11,6 +11,7 @@ import pytest
 import trio
 from _live_server import (
     CLIENT_TIMEOUT,
+    HANG,
     Client,
     auth_plain,
     make_server,
@@ -611,7 +612,7 @@ async def test_a_blocking_sync_hook_does_not_stall_another_client() -> None:
 
     def rcpt(ctx: Any) -> None:
         entered.set()
-        release.wait(5)  # released by the test; the bound only ends a broken run
+        release.wait(HANG)  # released by the test; the bound only ends a broken run
         order.append("hook returned")
 
     async with running_server({"RCPT": rcpt}) as live:

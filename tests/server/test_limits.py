@@ -6,7 +6,7 @@ import smtplib
 
 import pytest
 import trio
-from _live_server import ipv6_available, running_server, with_smtp
+from _live_server import HANG, ipv6_available, running_server, with_smtp
 
 BUSY = (421, "4.7.0 too many connections, try again later")
 BUSY_IP = (421, "4.7.0 too many connections from your address")
@@ -116,7 +116,7 @@ async def test_refused_connections_do_not_wait_for_the_client() -> None:
     async with running_server(config={"max_connections": 1}) as live:
         keeper = await live.connect()
         await keeper.reply()
-        with trio.fail_after(5):
+        with trio.fail_after(HANG):  # 20 refusals: a wait of 3 s each would reach it
             for _ in range(20):
                 extra = await live.connect()
                 assert await extra.reply() == BUSY

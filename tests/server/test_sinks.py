@@ -808,7 +808,7 @@ def _run_smtp_sink(program: str, dump: Path) -> Iterator[tuple[int, Path]]:
         command[1:1] = ["-u", "nobody"]
     with subprocess.Popen(command) as proc:
         try:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # only a hang takes this long
             while not _listening(port):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail("smtp-sink did not start listening")
@@ -832,7 +832,7 @@ async def test_relay_into_postfix_smtp_sink(smtp_sink: tuple[int, Path]) -> None
         rcpt_params={"NOTIFY": "SUCCESS,FAILURE", "ORCPT": "rfc822;bob@example.org"},
     )
     await RelaySink("127.0.0.1", port).deliver(mail)
-    with trio.fail_after(5):
+    with trio.fail_after(60):  # a hang guard
         # Another program writes the file; there is nothing to wait on but the file itself.
         while not (files := list(dump.iterdir())) or b"see you." not in files[0].read_bytes():  # noqa: ASYNC110
             await trio.sleep(0.02)

@@ -17,8 +17,8 @@ import trio
 import trustme
 from test_starttls import (
     CLIENT_TIMEOUT,
-    HANDSHAKE_TIMEOUT,
     MESSAGE,
+    PATIENT_HANDSHAKE_TIMEOUT,
     RawClient,
     Running,
     allow_auth,
@@ -203,7 +203,7 @@ async def test_smtps_client_that_never_finishes_the_handshake_is_dropped(
     async with running(
         tls_files,
         tls_port=0,
-        tls_handshake_timeout=HANDSHAKE_TIMEOUT,
+        tls_handshake_timeout=PATIENT_HANDSHAKE_TIMEOUT,
         events={"connect": connects.append},
     ) as srv:
         silent = await srv.connect(srv.server.addresses[1][1])
