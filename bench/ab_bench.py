@@ -3,7 +3,7 @@
 Usage::
 
     python bench/ab_bench.py [--sessions 20] [--messages 10000] [--rounds 5] [--new] DIR DIR...
-    python bench/ab_bench.py --callgrind [--sessions 1] [--messages 1000] DIR DIR...
+    python bench/ab_bench.py --callgrind [--sessions 1] [--messages 1000] [--keep OUT] DIR DIR...
 
 Each DIR is a checkout (``git worktree add`` or ``git archive REV | tar -x -C DIR``); its
 ``bench/trio_server.py`` runs with ``PYTHONPATH=DIR``. After a warm-up, every round sends
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,9 @@ def _instructions(args: argparse.Namespace, directory: Path) -> int:
             process.terminate()
             process.wait()
         dump = Path(tmp) / f"callgrind.{process.pid}.1"
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(dump, args.keep / f"callgrind.{directory.name}.{process.pid}")
         for line in dump.read_text().splitlines():
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1])
@@ -101,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", action="store_true", help="a new connection per message")
     parser.add_argument(
         "--callgrind", action="store_true", help="count instructions per message (valgrind)"
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="with --callgrind: copy each server's dump into DIR (for callgrind_annotate)",
     )
     parser.add_argument("dirs", nargs="+", type=Path)
     args = parser.parse_args(argv)
