@@ -18,38 +18,35 @@ LINE_TOO_LONG: Final = b"\x00<line too long>"
 class ReceiveBuffer:
     """Bytes received but not yet consumed."""
 
-    __slots__ = ("_buf", "_discarding", "_scanned")
+    __slots__ = ("_discarding", "_scanned", "raw")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        #: The underlying buffer, for readers that consume it themselves (an attribute,
+        #: not a property: it is read several times per command).
+        self.raw = bytearray()
         self._scanned = 0
         self._discarding = False
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return len(self.raw)
 
     def __bool__(self) -> bool:
-        return bool(self._buf)
+        return bool(self.raw)
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes."""
-        self._buf += data
-
-    @property
-    def raw(self) -> bytearray:
-        """The underlying buffer, for readers that consume it themselves."""
-        return self._buf
+        self.raw += data
 
     def consume(self, n: int) -> bytes:
         """Remove and return the first ``n`` bytes."""
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
+        out = bytes(self.raw[:n])
+        del self.raw[:n]
         self._scanned = 0
         return out
 
     def discard(self, n: int) -> None:
         """Remove the first ``n`` bytes."""
-        del self._buf[:n]
+        del self.raw[:n]
         self._scanned = 0
 
     def next_line(self, max_length: int) -> bytes | None:
@@ -62,7 +59,7 @@ class ReceiveBuffer:
             The line; ``None`` if no whole line is buffered yet; :data:`LINE_TOO_LONG`
             once the end of a line longer than ``max_length`` has been seen.
         """
-        buf = self._buf
+        buf = self.raw
         idx = buf.find(b"\n", self._scanned)
         if idx < 0:
             if self._discarding:

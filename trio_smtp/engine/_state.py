@@ -21,6 +21,10 @@ from ._replies import BDAT_FAILED, Reply
 class State(Enum):
     """What input the engine expects next."""
 
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum's own __hash__ is a Python function, called for every set or dict lookup).
+    __hash__ = object.__hash__
+
     #: Waiting for a PROXY protocol header, before the greeting.
     PROXY = "proxy"
     #: Waiting for the caller to greet (or reject) the client.
@@ -41,6 +45,9 @@ class State(Enum):
 
 class Phase(Enum):
     """How far the SMTP session has got (RFC 5321 §4.1.4)."""
+
+    # Looked up in a set for every command (SEQUENCE, TRANSACTION_PHASES): see State.
+    __hash__ = object.__hash__
 
     #: Greeted, no HELO/EHLO yet.
     INITIAL = "initial"
