@@ -68,6 +68,7 @@ class Link:
 
     # Slots: one of these per connection (issue 11: memory per idle connection).
     __slots__ = (
+        "_clock",
         "_deadline",
         "_lifted",
         "_read_cancelled",
@@ -110,6 +111,9 @@ class Link:
         #: True while a send_all is in progress, and still True if it was cancelled.
         self.sending = False
         self._scope: trio.CancelScope | None = None
+        #: The run's clock, read directly: ``trio.current_time()`` costs two more Python
+        #: calls, and the deadline of every command reads it.
+        self._clock = trio.lowlevel.current_clock()
         #: The exact deadline of the wait in progress (or the last one), Trio time.
         self._deadline = math.inf
         #: The deadline was lifted for a hook, the authenticator or TLS.
@@ -152,7 +156,7 @@ class Link:
 
     def fired_early(self) -> bool:
         """Whether the scope fired during a read at a stale deadline, before the exact one."""
-        return self._read_cancelled and trio.current_time() < self._deadline
+        return self._read_cancelled and self._clock.current_time() < self._deadline
 
     def arm(self) -> None:
         """Set the I/O deadline for the wait ahead: a whole command, or a whole body."""
@@ -160,13 +164,13 @@ class Link:
         assert scope is not None
         if self.engine.reading_body:
             if self.data_deadline is None:
-                self.data_deadline = trio.current_time() + self.data_timeout
+                self.data_deadline = self._clock.current_time() + self.data_timeout
             deadline = self.data_deadline
         else:
             # RFC 5321 §4.5.3.2.7: the wait for a command. Set when the wait starts and
             # kept until a whole line has arrived, so dribbling bytes does not extend it.
             if self.command_deadline is None:
-                self.command_deadline = trio.current_time() + self.command_timeout
+                self.command_deadline = self._clock.current_time() + self.command_timeout
             deadline = self.command_deadline
         self._deadline = deadline
         self._lifted = False
@@ -196,7 +200,7 @@ class Link:
             return
         self._lifted = True
         if bound is not None:
-            now = trio.current_time()
+            now = self._clock.current_time()
             if scope.deadline >= now + bound + _DEADLINE_MARGIN:
                 return
             if 2 * bound <= min(self.command_timeout, self.data_timeout):
