@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ._transport import SocketTransport, receive_nowait, send_nowait, start_tls
+from ._transport import SocketTransport, start_tls
 from .engine import Engine, State
 
 if TYPE_CHECKING:
@@ -230,7 +230,9 @@ class Link:
             waits for a command (the engine is left open: the caller says goodbye).
         """
         self.arm()
-        await self.flush()
+        rest = self._send_nowait()
+        if rest is not None:
+            await self._send_rest(rest)
         engine = self.engine
         if self.draining and not engine.in_transaction and engine.state is State.COMMAND:
             return None
@@ -242,7 +244,8 @@ class Link:
             if self._reads_without_checkpoint < MAX_READS_WITHOUT_CHECKPOINT:
                 # The client's next bytes are often already here: take them without a
                 # trip through the scheduler, a few times in a row at most.
-                data = receive_nowait(stream, size)
+                if type(stream) is SocketTransport:
+                    data = stream.receive_nowait(size)
             if data is not None:
                 self._reads_without_checkpoint += 1
             else:
@@ -273,14 +276,28 @@ class Link:
 
     async def flush(self) -> None:
         """Send the replies the engine has waiting."""
-        data = self._count_replies(self.engine.data_to_send())
+        rest = self._send_nowait()
+        if rest is not None:
+            await self._send_rest(rest)
+
+    def _send_nowait(self) -> bytes | None:
+        """Send what the kernel takes at once (a plain socket nearly always takes all:
+        no coroutine, no scheduler trip); the rest, or ``None`` when nothing is left."""
+        data = self.engine.data_to_send()
         if not data:
-            return
-        sent = send_nowait(self.stream, data)
+            return None
+        if self.metrics.enabled:
+            self._count_replies(data)
+        stream = self.stream
+        if type(stream) is not SocketTransport:
+            return data
+        sent = stream.send_nowait(data)
         if sent == len(data):
-            return
-        if sent:
-            data = data[sent:]
+            return None
+        return data[sent:] if sent else data
+
+    async def _send_rest(self, data: bytes) -> None:
+        """Send what :meth:`_send_nowait` left, bounded by the armed deadline."""
         self.sending = True
         if self._scope is not None and not self._lifted and self._deadline != math.inf:
             self.exact()

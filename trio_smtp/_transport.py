@@ -13,14 +13,14 @@ but never raises. A cancelled receive therefore never throws away bytes it alrea
 took from the kernel. Only when the call would block does it wait with
 ``wait_readable``/``wait_writable``, which raise ``Cancelled`` before the retry.
 
-The two shortcuts are not checkpoints. :func:`send_nowait`: replies are small and
-the socket buffer large, so a ``send()`` nearly always takes everything at once
-without a trip through the scheduler; the connection task follows it with a read
-(profiled with cProfile under ``smtp-source``: one scheduler trip per command
-instead of two). :func:`receive_nowait`: when the client's next command is already
-in the kernel (most of the time under load), the task takes it without yielding,
-and checkpoints through :meth:`SocketTransport.receive_some` at least every few
-reads (``ConnectionTask._receive``), so no client can hold the loop for long.
+The two shortcuts are not checkpoints. :meth:`SocketTransport.send_nowait`: replies
+are small and the socket buffer large, so a ``send()`` nearly always takes everything
+at once without a trip through the scheduler; the connection task follows it with a
+read (profiled with cProfile under ``smtp-source``: one scheduler trip per command
+instead of two). :meth:`SocketTransport.receive_nowait`: when the client's next
+command is already in the kernel (most of the time under load), the task takes it
+without yielding, and checkpoints through :meth:`SocketTransport.receive_some` at
+least every few reads (``Link.receive``), so no client can hold the loop for long.
 """
 
 from __future__ import annotations
@@ -203,21 +203,6 @@ class SocketTransport(trio.abc.HalfCloseableStream):
     async def aclose(self) -> None:
         self.close()
         await trio.lowlevel.checkpoint()
-
-
-def receive_nowait(stream: trio.abc.Stream, max_bytes: int) -> bytes | None:
-    """The fast path of a read: what a plain transport holds now (``None``: wait, or
-    not a plain transport)."""
-    if type(stream) is SocketTransport:
-        return stream.receive_nowait(max_bytes)
-    return None
-
-
-def send_nowait(stream: trio.abc.Stream, data: bytes) -> int:
-    """The fast path of a flush: what a plain transport took at once (0 for others)."""
-    if type(stream) is SocketTransport:
-        return stream.send_nowait(data)
-    return 0
 
 
 class HandshakeFailed(Exception):
