@@ -395,11 +395,12 @@ class ConnectionTask:
         policy = self.settings.relay_policy
         if policy is not None and type(event) is RcptTo:  # before any hook runs
             reply = policy.refusal(self.session, event.address, self.logger)
-        if reply is None:
+        if reply is None and event.verb in self.hooks.hooks:
             reply = await self._hook_reply(event.verb, event)
         engine.respond(reply, reason="closed by hook")
-        self.delivery.answered(event)
-        if not engine.in_transaction:
+        in_transaction = engine.in_transaction
+        self.delivery.answered(event, in_transaction=in_transaction)
+        if not in_transaction:
             # A BDAT transfer ended by RSET, EHLO or a refused chunk: its deadline
             # must not carry over to the next message.
             self.link.data_deadline = None

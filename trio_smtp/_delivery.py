@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._logger import writes
 from ._message_log import log_message
 from ._transaction import Transaction
 from .engine import MailFrom, RcptTo, Reply
@@ -100,16 +101,16 @@ class Delivery:
             self.link.exact()
             await self.settings.verifier.mail_started(txn.mail, authserv_id=self.settings.hostname)
 
-    def answered(self, event: Command) -> None:
-        """A command was answered: the transaction follows what the engine decided."""
+    def answered(self, event: Command, *, in_transaction: bool) -> None:
+        """A command was answered: the transaction follows what the engine decided
+        (``in_transaction``: whether the engine still has one)."""
         txn = self.txn
         if txn is None:
             return
-        engine = self.engine
-        if not engine.in_transaction:
+        if not in_transaction:
             # RSET, HELO, a refused MAIL or BDAT chunk: nothing is kept.
             self.discard()
-        elif type(event) is RcptTo and engine.session.recipients > len(txn.mail.recipients):
+        elif type(event) is RcptTo and self.engine.session.recipients > len(txn.mail.recipients):
             txn.add_recipient(event)
 
     def discard(self) -> None:
@@ -197,9 +198,9 @@ class Delivery:
         quiet = "done" not in self.hooks.hooks and getattr(
             self.settings.sink, "logs_messages", False
         )
-        await log_message(
-            self.logger, "debug" if quiet else "info", mail, "accepted", recipients=accepted
-        )
+        level = "debug" if quiet else "info"
+        if writes(self.logger, level):  # (log_message checks too, but after a coroutine)
+            await log_message(self.logger, level, mail, "accepted", recipients=accepted)
         return True
 
     async def _verified(self, mail: Mail) -> list[Reply]:

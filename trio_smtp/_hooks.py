@@ -188,6 +188,8 @@ class HookRunner:
             # A bare scope rather than fail_at: the same deadline without the two
             # generator-based context managers around it, on every message's path.
             with trio.CancelScope(deadline=limit):
+                if is_async(hook):  # _invoke's first case, inline: every message's path
+                    return await hook(*args)
                 return await self._invoke(hook, args)
         except Reply as reply:
             return clean_reply(reply)
