@@ -294,6 +294,31 @@ def test_auth_line_longer_than_a_command_line_is_allowed() -> None:
     assert credentials(driver)[0].password == long_password.decode()
 
 
+def test_line_limits_hold_when_a_long_line_arrives_in_pieces() -> None:
+    # The engine looks for "AUTH " only once the buffer holds more than the shorter of the
+    # two limits: a line that crosses them piece by piece must meet the same limit as one
+    # that arrives whole.
+    driver = ready()
+    line = b"AUTH PLAIN " + b64(b"\x00bob\x00" + b"p" * 2000) + b"\r\n"
+    out = b"".join(driver.send(line[i : i + 100]) for i in range(0, len(line), 100))
+    assert out == b"235 2.7.0 authentication successful\r\n"
+    mail = b"MAIL FROM:<" + b"a" * 600 + b"@b>\r\n"
+    out = b"".join(driver.send(mail[i : i + 100]) for i in range(0, len(mail), 100))
+    assert out == b"500 5.5.6 line too long\r\n"
+    assert driver.send(b"NOOP\r\n") == b"250 2.0.0 OK\r\n"
+
+
+def test_auth_line_limit_shorter_than_a_command_line_still_holds() -> None:
+    config = EngineConfig(auth_mechanisms=("PLAIN",), auth_insecure=True, max_auth_line=100)
+    driver = ready(config)
+    line = b"AUTH PLAIN " + b64(b"\x00bob\x00" + b"p" * 200) + b"\r\n"
+    assert len(line) < config.max_command_line
+    out = b"".join(driver.send(line[i : i + 50]) for i in range(0, len(line), 50))
+    assert out == b"500 5.5.6 line too long\r\n"
+    assert not credentials(driver)
+    assert driver.send(b"NOOP\r\n") == b"250 2.0.0 OK\r\n"
+
+
 def test_auth_response_line_over_the_limit_is_500() -> None:
     config = EngineConfig(auth_mechanisms=("PLAIN",), auth_insecure=True, max_auth_line=100)
     driver = ready(config)

@@ -102,6 +102,7 @@ class Engine:
         self._auth = Authentication(max_failures=self.config.max_auth_failures)
         self._bad_commands = 0
         self._tls_announced = False
+        self._min_limit = min(self.config.max_command_line, self.config.max_auth_line)
         self._session = SessionState(tls_active=tls_active)
         self._session.allow_xclient(allow_xclient)
         #: The connection state (what input comes next).
@@ -329,11 +330,10 @@ class Engine:
         self._out_size += len(data)
 
     def _line_limit(self) -> int:
-        if self.state is _AUTH:
-            return self.config.max_auth_line
         buf = self._buf.raw
-        if buf[:5].upper() == b"AUTH ":
-            # RFC 4954 §4: an initial response may make AUTH longer than 512 octets.
+        # RFC 4954 §4: an initial response may make AUTH longer than 512 octets. (While the
+        # buffer is under both limits no line can break either: the AUTH look can wait.)
+        if self.state is _AUTH or (len(buf) > self._min_limit and buf[:5].upper() == b"AUTH "):
             return self.config.max_auth_line
         return self.config.max_command_line
 
