@@ -80,6 +80,9 @@ _BDAT_ARGUMENT: Final = re.compile(rf"([0-9]{{1,{MAX_BDAT_DIGITS}}})(?: ([Ll][Aa
 _NO_PARAMS: Final = MailParams()
 #: Verbs that need TLS first under ``require_tls`` (RFC 3207 §4).
 _NEED_TLS_VERBS: Final = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "AUTH"})
+#: How a BDAT line may start. A set, not ``raw[:1] in b"Bb \t"``: a bytes operand of
+#: ``in`` is first tried as an int, which raises (and clears) a formatted TypeError.
+_BDAT_FIRST_OCTETS: Final = frozenset({b"B", b"b", b" ", b"\t"})
 
 
 def _refuse(code: int, text: str) -> RemoteProtocolError:
@@ -127,7 +130,7 @@ def read_command(config: EngineConfig, session: SessionView, raw: bytes) -> Line
     if raw is LINE_TOO_LONG:
         return Refused("", LINE_TOO_LONG_REPLY)
     # (The first octet spares the usual command the full look.)
-    if raw[:1] in b"Bb \t" and _is_bdat(raw):
+    if raw[:1] in _BDAT_FIRST_OCTETS and _is_bdat(raw):
         # Checked on the raw octets, before anything could refuse the line: a BDAT is
         # followed by its chunk, and if the size is not read exactly as the client
         # meant it, the chunk would run as commands (smuggling).

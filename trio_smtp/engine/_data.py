@@ -32,6 +32,8 @@ from ._replies import BARE_LINE_ENDING, LINE_TOO_LONG, MSG_TOO_BIG, Reply
 
 _TERMINATOR: Final = b"\r\n.\r\n"
 _BARE_RE: Final = re.compile(rb"\r\n|\r|\n")
+#: An int: ``b"." in buf`` would first try b"." as an int (a formatted TypeError, cleared).
+_DOT: Final = ord(".")
 
 
 class BareLineEndings(Enum):
@@ -114,7 +116,7 @@ class DataReader:
         n = len(buf)
         # memchr for "." first: most reads of a large message (an attachment in base64
         # has no dot at all) are then spared the slower search for CRLF ".".
-        pos = buf.find(b"\r\n.") if b"." in buf else -1
+        pos = buf.find(b"\r\n.") if _DOT in buf else -1
         while pos >= 0:
             after = pos + 3
             if buf[after : after + 2] == b"\r\n":
