@@ -80,6 +80,8 @@ _BDAT_ARGUMENT: Final = re.compile(rf"([0-9]{{1,{MAX_BDAT_DIGITS}}})(?: ([Ll][Aa
 _NO_PARAMS: Final = MailParams()
 #: Verbs that need TLS first under ``require_tls`` (RFC 3207 §4).
 _NEED_TLS_VERBS: Final = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "AUTH"})
+#: Every DATA command that is accepted reads the same (an event is frozen: one will do).
+_DATA: Final = Data(verb="DATA", argument="", default_reply=START_DATA)
 #: How a BDAT line may start. A set, not ``raw[:1] in b"Bb \t"``: a bytes operand of
 #: ``in`` is first tried as an int, which raises (and clears) a formatted TypeError.
 _BDAT_FIRST_OCTETS: Final = frozenset({b"B", b"b", b" ", b"\t"})
@@ -299,7 +301,7 @@ def _data(config: EngineConfig, session: SessionView, verb: str, argument: str) 
         raise RemoteProtocolError(session.bdat_failed)
     if session.body == "BINARYMIME":
         raise _refuse(503, "5.5.1 BODY=BINARYMIME needs BDAT, not DATA")
-    return Data(verb=verb, argument=argument, default_reply=START_DATA)
+    return _DATA
 
 
 def _bdat(config: EngineConfig, session: SessionView, raw: bytes) -> ChunkStarted | Refused:
