@@ -176,7 +176,8 @@ class Delivery:
                 replies = await self._verified(mail)
         finally:
             txn.release()
-        engine.respond(replies)
+        # SMTP's one reply as itself: the engine then checks no list.
+        engine.respond(replies if self.lmtp else replies[0])
         # Not in a finally: a delivery cut short (cancelled) leaves the transaction
         # for dropped() to log and discard.
         self.txn = None
@@ -193,7 +194,8 @@ class Delivery:
             self.refused(replies[0], None, mail)
             return False
         self.session.messages += 1
-        self.metrics.message("accepted", mail.content_size)
+        if self.metrics.enabled:
+            self.metrics.message("accepted", mail.content_size)
         # A sink that logs each message itself (the print sink, the CLI's sinks) says it.
         quiet = "done" not in self.hooks.hooks and getattr(
             self.settings.sink, "logs_messages", False
