@@ -50,20 +50,28 @@ def _ids() -> list[str]:
 
 
 def _wait_start(proc: subprocess.Popen[bytes], timeout: float = HANG) -> tuple[str, int]:
+    """The address in the server's start line, read from its stderr.
+
+    Read from the pipe itself, not through the buffered file: a ``readline`` that took
+    two lines from one read would leave the start line in Python's buffer, where the
+    selector cannot see it (the wait would then end only at ``timeout``).
+    """
     assert proc.stderr is not None
-    os.set_blocking(proc.stderr.fileno(), True)
+    fd = proc.stderr.fileno()
+    os.set_blocking(fd, True)
     seen = b""
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stderr, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if not sel.select(deadline - time.monotonic()):
                 break
-            line = proc.stderr.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            seen += line
-            m = START.search(line)
+            seen += chunk
+            # Whole lines only: a read may end in the middle of the port number.
+            m = START.search(seen[: seen.rfind(b"\n") + 1])
             if m:
                 return m.group(1).decode(), int(m.group(2))
     proc.kill()
