@@ -42,7 +42,7 @@ def _serve(max_connections: int, soft: int, hard: int) -> tuple[int, bytes]:
         return int(m.group(1)), seen
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
+        proc.communicate(timeout=60)
 
 
 def test_soft_limit_is_raised_to_fit_max_connections() -> None:

@@ -268,8 +268,8 @@ def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     w = Workers(tmp_path, 2)
     pids = list(w.pids.values())
     os.kill(w.proc.pid, signal.SIGKILL)
-    w.proc.wait(10)
-    deadline = time.monotonic() + 30
+    w.proc.wait(WAIT)
+    deadline = time.monotonic() + WAIT
     alive = pids
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -319,7 +319,7 @@ def test_workers_with_a_bad_auth_file_exit_2_instead_of_restarting_forever(
         ],
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
@@ -329,7 +329,7 @@ def test_workers_with_a_bad_auth_file_exit_2_instead_of_restarting_forever(
 
 def _greetings(port: int, count: int) -> tuple[list[bytes], list[socket.socket]]:
     """Open ``count`` connections at once; the first reply line of each (kept open)."""
-    socks = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(count)]
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(count)]
     firsts = []
     for sock in socks:
         data = b""
@@ -376,7 +376,7 @@ def test_auth_failure_budget_holds_across_workers(tmp_path: Path) -> None:
     try:
         # One failure per connection: the kernel spreads them over both workers.
         for _ in range(5):
-            with smtplib.SMTP("127.0.0.1", w.port, timeout=20) as client:
+            with smtplib.SMTP("127.0.0.1", w.port, timeout=60) as client:
                 client.ehlo()
                 code, _ = client.docmd("AUTH", "PLAIN AGFsaWNlAHdyb25n")  # alice / wrong
                 codes.append(code)

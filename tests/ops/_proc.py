@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-TIMEOUT = 20.0
+TIMEOUT = 60.0  # only a hang takes this long, even on a loaded machine
 
 
 class Cli:

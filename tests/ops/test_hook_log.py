@@ -27,7 +27,7 @@ async def _session(events: dict[str, Callable[..., Any]], **config: Any) -> Reco
         [(host, port)] = await nursery.start(server.serve)
 
         def client() -> None:
-            with smtplib.SMTP(host, port, timeout=20) as smtp:
+            with smtplib.SMTP(host, port, timeout=60) as smtp:
                 smtp.ehlo()
                 smtp.mail("a@x.test")
                 smtp.rcpt("b@y.test")

@@ -165,7 +165,7 @@ async def test_a_failing_hook_is_logged_at_error_with_its_name_and_traceback() -
         [(host, port)] = await nursery.start(server.serve)
 
         def client() -> int:
-            with smtplib.SMTP(host, port, timeout=20) as smtp:
+            with smtplib.SMTP(host, port, timeout=60) as smtp:
                 smtp.ehlo()
                 smtp.mail("a@x.test")
                 return smtp.rcpt("b@y.test")[0]

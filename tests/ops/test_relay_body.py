@@ -28,7 +28,7 @@ class RecordingUpstream:
     def _serve(self) -> None:
         conn, _ = self.listener.accept()
         with conn:
-            conn.settimeout(20)
+            conn.settimeout(60)
             buf = bytearray()
 
             def line() -> bytes:
@@ -86,7 +86,7 @@ class RecordingUpstream:
 
     def close(self) -> None:
         self.listener.close()
-        self.thread.join(timeout=20)
+        self.thread.join(timeout=60)
 
     def body(self) -> bytes:
         data = bytes(self.received)

@@ -152,7 +152,7 @@ async def test_without_a_spool_reading_waits_for_the_budget(tmp_path: Path) -> N
     async with trio.open_nursery() as nursery:
         nursery.start_soon(fill)
         # The first append tries (in a thread) to make a spool file, and fails.
-        with trio.fail_after(10):
+        with trio.fail_after(60):  # a hang guard
             while not progress:  # noqa: ASYNC110 - a worker thread is in the way
                 await trio.sleep(0.01)
         await trio.testing.wait_all_tasks_blocked()
