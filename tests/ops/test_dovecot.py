@@ -2,78 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
 import smtplib
-import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _dovecot import Dovecot, running_dovecot
 from _proc import TIMEOUT, cli
-from conftest import require_tool
 
 
-class Dovecot:
-    def __init__(self, root: Path, lmtp_port: int) -> None:
-        self.root = root
-        self.conf = root / "dovecot.conf"
-        self.port = lmtp_port
-        self.socket = root / "run" / "lmtp"
-        self.mail = root / "mail"
-
-    def doveadm(self, *args: str) -> str:
-        result = subprocess.run(
-            [require_tool("doveadm"), "-c", str(self.conf), *args],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
-    binary = require_tool("dovecot")
-    require_tool("doveadm")
-    # Not under pytest's 0700 tmp_path: Dovecot delivers as an unprivileged user.
-    base = Path(tempfile.mkdtemp(prefix="trio-smtp-dovecot-"))
-    base.chmod(0o755)
-    root = base / "dovecot"
-    for sub in ("run", "state", "mail", "home"):
-        (root / sub).mkdir(parents=True)
-    # Mail is written as an unprivileged user: as root, nobody; otherwise ourselves.
-    uid, gid = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
-    user = "root" if os.geteuid() == 0 else os.environ.get("USER", str(os.getuid()))
-    for sub in ("mail", "home"):
-        os.chmod(root / sub, 0o777)
-    instance = Dovecot(root, _free_port())
-    instance.conf.write_text(
-        f"""
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-instance_name = trio-smtp-test-{os.getpid()}
-protocols = lmtp
-ssl = no
-listen = 127.0.0.1
-default_internal_user = {user}
-default_internal_group = {"root" if os.geteuid() == 0 else user}
-default_login_user = {user}
-first_valid_uid = 1
-mail_location = maildir:{root}/mail/%n
+def _static_accounts(root: Path, uid: int, gid: int) -> str:
+    """Any user exists, with no password, and gets mail under ``mail/<user>``."""
+    return f"""
 passdb {{
   driver = static
   args = nopassword=y
@@ -82,30 +25,13 @@ userdb {{
   driver = static
   args = uid={uid} gid={gid} home={root}/home/%n
 }}
-service lmtp {{
-  inet_listener lmtp {{
-    address = 127.0.0.1
-    port = {instance.port}
-  }}
-  unix_listener lmtp {{
-    mode = 0666
-  }}
-}}
-service anvil {{
-  chroot =
-}}
 """
-    )
-    subprocess.run([binary, "-c", str(instance.conf)], check=True, timeout=TIMEOUT)
-    try:
-        for _ in range(200):  # the master forks its listeners in the background
-            if instance.socket.exists():
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    with running_dovecot("dovecot", _static_accounts) as instance:
         yield instance
-    finally:
-        subprocess.run([binary, "-c", str(instance.conf), "stop"], timeout=TIMEOUT, check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize("via", ["tcp", "unix"])

@@ -7,82 +7,26 @@ answer on to the client for that recipient, and delivers to the others.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _dovecot import Dovecot, running_dovecot
 from _proc import TIMEOUT, cli
-from conftest import require_tool
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Dovecot:
-    def __init__(self, root: Path, port: int) -> None:
-        self.root = root
-        self.conf = root / "dovecot.conf"
-        self.port = port
-        self.socket = root / "run" / "lmtp"
-
-    def fetch(self, user: str) -> str:
-        result = subprocess.run(
-            [require_tool("doveadm"), "-c", str(self.conf), "fetch", "-u", user, "body", "all"],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-
-@pytest.fixture
-def dovecot_users() -> Iterator[_Dovecot]:
-    binary = require_tool("dovecot")
-    require_tool("doveadm")
-    # Not under pytest's 0700 tmp_path: Dovecot delivers as an unprivileged user.
-    base = Path(tempfile.mkdtemp(prefix="trio-smtp-dovecot-lmtp-"))
-    base.chmod(0o755)
-    root = base / "dovecot"
-    for sub in ("run", "state", "mail", "home"):
-        (root / sub).mkdir(parents=True)
-    for sub in ("mail", "home"):
-        os.chmod(root / sub, 0o777)
-    uid, gid = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
-    user = "root" if os.geteuid() == 0 else os.environ.get("USER", str(os.getuid()))
-    # bob and carol exist; carol's quota is 1 KiB, smaller than the message.
+def _quota_accounts(root: Path, uid: int, gid: int) -> str:
+    """bob and carol exist (no one else); carol's quota is 1 KiB, smaller than the message."""
     users = root / "users"
     users.write_text(
         f"bob::{uid}:{gid}::{root}/home/bob::\n"
         f"carol::{uid}:{gid}::{root}/home/carol::userdb_quota_rule=*:storage=1K\n"
     )
     users.chmod(0o644)
-    instance = _Dovecot(root, _free_port())
-    instance.conf.write_text(
-        f"""
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-instance_name = trio-smtp-lmtp-test-{os.getpid()}
-protocols = lmtp
-ssl = no
-listen = 127.0.0.1
-default_internal_user = {user}
-default_internal_group = {"root" if os.geteuid() == 0 else user}
-default_login_user = {user}
-first_valid_uid = 1
+    return f"""
 auth_username_format = %Ln
-mail_location = maildir:{root}/mail/%n
 mail_plugins = quota
 plugin {{
   quota = maildir:User quota
@@ -95,30 +39,13 @@ userdb {{
   driver = passwd-file
   args = {users}
 }}
-service lmtp {{
-  inet_listener lmtp {{
-    address = 127.0.0.1
-    port = {instance.port}
-  }}
-  unix_listener lmtp {{
-    mode = 0666
-  }}
-}}
-service anvil {{
-  chroot =
-}}
 """
-    )
-    subprocess.run([binary, "-c", str(instance.conf)], check=True, timeout=TIMEOUT)
-    try:
-        for _ in range(200):  # the master forks its listeners in the background
-            if instance.socket.exists():
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
+
+
+@pytest.fixture
+def dovecot_users() -> Iterator[Dovecot]:
+    with running_dovecot("dovecot-lmtp", _quota_accounts) as instance:
         yield instance
-    finally:
-        subprocess.run([binary, "-c", str(instance.conf), "stop"], timeout=TIMEOUT, check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _lmtp(port: int, recipients: list[str], body: bytes) -> list[bytes]:
@@ -149,7 +76,7 @@ def _lmtp(port: int, recipients: list[str], body: bytes) -> list[bytes]:
         return replies
 
 
-def test_each_recipient_gets_dovecots_answer(dovecot_users: _Dovecot) -> None:
+def test_each_recipient_gets_dovecots_answer(dovecot_users: Dovecot) -> None:
     target = f"lmtp://127.0.0.1:{dovecot_users.port}"
     body = b"Subject: per recipient\r\n\r\n" + b"a line of the body, long enough\r\n" * 100
     with cli(
@@ -178,4 +105,4 @@ def test_each_recipient_gets_dovecots_answer(dovecot_users: _Dovecot) -> None:
     # Over quota after the data: Dovecot's own code and enhanced code, for carol only.
     assert carol.startswith(b"552 5.2.2 upstream refused <carol@example.test>: "), carol
     assert b"Quota exceeded" in carol, carol
-    assert "a line of the body" in dovecot_users.fetch("bob")
+    assert "a line of the body" in dovecot_users.doveadm("fetch", "-u", "bob", "body", "all")
