@@ -43,7 +43,13 @@ def _unix_inodes(path: Path) -> list[str]:
 def _holds(pid: int, inode: str) -> bool:
     """Whether process ``pid`` has the socket ``inode`` among its descriptors."""
     fds = Path(f"/proc/{pid}/fd")
-    return any(os.readlink(fds / fd) == f"socket:[{inode}]" for fd in os.listdir(fds))
+    for fd in os.listdir(fds):
+        try:
+            if os.readlink(fds / fd) == f"socket:[{inode}]":
+                return True
+        except FileNotFoundError:
+            pass  # closed since the listing: a connection or a file the worker was done with
+    return False
 
 
 def _workers(server: Cli, what: str, count: int = 2) -> dict[int, int]:
