@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -100,3 +101,25 @@ def cli(*args: str, **kwargs: Any) -> Iterator[Cli]:
         yield process
     finally:
         process.kill()
+
+
+@contextmanager
+def socket_activated(activate: str, command: Sequence[str]) -> Iterator[tuple[Cli, int]]:
+    """``systemd-socket-activate -l 127.0.0.1:PORT command...``, once it listens.
+
+    It binds a port by number: another program may take a free one before it does, and
+    it then exits at once ("Address already in use"). Another port is tried then.
+    """
+    for attempt in range(3):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        with cli(argv=[activate, "-l", f"127.0.0.1:{port}", *command]) as server:
+            try:
+                server.wait_err(r"Listening on 127\.0\.0\.1:")
+            except AssertionError:
+                if attempt == 2 or not any("Address already in use" in e for e in server.err):
+                    raise
+                continue
+            yield server, port
+            return

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _proc import TIMEOUT, cli
+from _proc import TIMEOUT, cli, socket_activated
 from conftest import require_tool
 
 
@@ -31,13 +31,8 @@ def test_notify_socket_gets_ready_then_stopping(tmp_path: Path) -> None:
 
 def test_systemd_socket_activate_starts_it(tmp_path: Path) -> None:
     activate = require_tool("systemd-socket-activate")
-    with socket.socket() as probe:  # a free port for systemd-socket-activate to bind
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    argv = [activate, "-l", f"127.0.0.1:{port}", sys.executable, "-m", "trio_smtp",
-            "--hostname", "mx.test", "--port", "1"]  # fmt: skip
-    with cli(argv=argv) as server:
-        server.wait_err(r"Listening on 127\.0\.0\.1:")
+    command = [sys.executable, "-m", "trio_smtp", "--hostname", "mx.test", "--port", "1"]
+    with socket_activated(activate, command) as (server, port):
         # It starts the server on the first connection, which then waits in the queue.
         swaks = require_tool("swaks")
         result = subprocess.run(

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _proc import TIMEOUT, Cli, cli
+from _proc import TIMEOUT, Cli, cli, socket_activated
 from conftest import require_tool
 
 WORKER_START = r"Server start on {what} pid: (\d+) worker: (\d+)$"
@@ -92,23 +92,13 @@ def test_workers_send_one_ready_once_all_listen_and_one_stopping(tmp_path: Path)
     assert sum("all 2 workers listening" in line for line in server.err) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def test_systemd_socket_activate_starts_workers_that_share_its_socket(tmp_path: Path) -> None:
     activate = require_tool("systemd-socket-activate")
     swaks = require_tool("swaks")
-    port = _free_port()
     maildir = tmp_path / "Maildir"
-    argv = [activate, "-l", f"127.0.0.1:{port}", sys.executable, "-m", "trio_smtp",
-            "--workers", "2", "--hostname", "mx.test", "--port", "1",
-            "--maildir", str(maildir)]  # fmt: skip
-    with cli(argv=argv) as server:
-        server.wait_err(r"Listening on 127\.0\.0\.1:")
+    command = [sys.executable, "-m", "trio_smtp", "--workers", "2", "--hostname", "mx.test",
+               "--port", "1", "--maildir", str(maildir)]  # fmt: skip
+    with socket_activated(activate, command) as (server, port):
         # The first connection starts the supervisor; it waits in the socket's queue.
         first = subprocess.run(
             [swaks, "--server", "127.0.0.1", "--port", str(port), "--to", "a@y.test"],

@@ -597,17 +597,33 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
+class _BoundController(Controller):
+    """aiosmtpd's Controller on a socket bound here, on a port nobody can take first
+    (binding a free port, closing it and handing its number over leaves that window)."""
+
+    def __init__(self, handler: Upstream, sock: socket.socket, **kwargs: Any) -> None:
+        self._sock = sock
+        super().__init__(handler, hostname="127.0.0.1", port=sock.getsockname()[1], **kwargs)
+
+    def _create_server(self) -> Any:
+        # aiosmtpd 1.4.6 (pinned) builds its server here; the socket replaces host/port.
+        return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
+
+
 @pytest.fixture
 def start_upstream() -> Iterator[Callable[..., tuple[Upstream, int]]]:
     controllers: list[Controller] = []
 
     def start(**kwargs: Any) -> tuple[Upstream, int]:
         handler = Upstream()
-        port = _free_port()
-        controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        # aiosmtpd gives its thread 5 s to start "unless the system is too busy": a
+        # loaded machine is, so only a hang may reach the bound.
+        controller = _BoundController(handler, listener, ready_timeout=60, **kwargs)
         controller.start()
         controllers.append(controller)
-        return handler, port
+        return handler, controller.port
 
     yield start
     for controller in controllers:
@@ -802,21 +818,30 @@ def smtp_sink() -> Iterator[tuple[int, Path]]:
 
 
 def _run_smtp_sink(program: str, dump: Path) -> Iterator[tuple[int, Path]]:
-    port = _free_port()
-    command = [program, "-d", f"{dump}/%H%M%S.", f"127.0.0.1:{port}", "10"]
-    if os.geteuid() == 0:
-        command[1:1] = ["-u", "nobody"]
-    with subprocess.Popen(command) as proc:
-        try:
-            deadline = time.monotonic() + 60  # only a hang takes this long
-            while not _listening(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("smtp-sink did not start listening")
-                # A synchronous fixture waiting for an external program to bind.
-                time.sleep(0.02)
-            yield port, dump
-        finally:
-            proc.terminate()
+    # smtp-sink binds a port by number: another program may take a free one first, and
+    # smtp-sink then exits at once. Try another.
+    for _ in range(3):
+        port = _free_port()
+        command = [program, "-d", f"{dump}/%H%M%S.", f"127.0.0.1:{port}", "10"]
+        if os.geteuid() == 0:
+            command[1:1] = ["-u", "nobody"]
+        with subprocess.Popen(command) as proc:
+            try:
+                deadline = time.monotonic() + 60  # only a hang takes this long
+                while not _listening(port):
+                    if proc.poll() is not None:
+                        break
+                    if time.monotonic() > deadline:
+                        pytest.fail("smtp-sink did not start listening")
+                    # A synchronous fixture waiting for an external program to bind.
+                    time.sleep(0.02)
+                else:
+                    yield port, dump
+                    return
+            finally:
+                if proc.poll() is None:
+                    proc.terminate()
+    pytest.fail("smtp-sink exited at once on three free ports")
 
 
 def _listening(port: int) -> bool:
