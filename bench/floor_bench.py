@@ -31,8 +31,10 @@ message as a share of trio_smtp's. Raw runs go to ``bench/results/floor.json``.
 
 ``--callgrind`` adds instructions per message (valgrind's callgrind, user space, one session,
 hash seed fixed: a count that does not move with the machine's load) for the Python servers,
-with the trio-floor's count split by ``callgrind_annotate`` into the event loop's system-call
-wrappers (epoll, recv, send) and the rest.
+with ``blocking-floor`` (``floor/blocking_floor.py``: the same answers over a blocking socket,
+no event loop) as the baseline: trio-floor's count over it is what Trio's run loop and I/O
+manager cost per message. ``callgrind_annotate`` gives the inclusive count of CPython's epoll,
+recv and send wrappers.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import server_bench
-from _servers import BENCH_DIR, SERVER_SCRIPTS
+from _servers import BENCH_DIR, SERVER_SCRIPTS, ServerProcess
 from server_bench import SCENARIOS, ScenarioResult, load_average, run_scenario
 
 FLOOR_DIR: Final = BENCH_DIR / "floor"
@@ -59,18 +62,38 @@ FLOOR_SCRIPTS: Final = {
     "trio-stream-floor": FLOOR_DIR / "trio_stream_floor.py",
     "asyncio-floor": FLOOR_DIR / "asyncio_floor.py",
     "node-floor": FLOOR_DIR / "node_floor.js",
+    "blocking-floor": FLOOR_DIR / "blocking_floor.py",
 }
 # _servers.start_server looks a server up by kind in SERVER_SCRIPTS; the floors are kinds of
 # this bench only, so they are added here rather than offered to server_bench.py.
 SERVER_SCRIPTS.update(FLOOR_SCRIPTS)
-SERVERS: Final = (*FLOOR_SCRIPTS, "trio_smtp", "smtp-server")
+#: The timed servers, in table order (``blocking-floor`` is for ``--callgrind`` only: with 20
+#: sessions its threads would measure the GIL).
+SERVERS: Final = (
+    "trio-floor",
+    "trio-stream-floor",
+    "asyncio-floor",
+    "node-floor",
+    "trio_smtp",
+    "smtp-server",
+)
 LOADS: Final = ("small-persistent", "small-persistent-1")
+#: Messages per measured run. More than server_bench's 12,000 / 6,000: a floor server needs
+#: ~30 µs of CPU per message, and /proc counts CPU time in ticks of 10 ms, so 6,000 messages
+#: of a floor (~0.2 s) would read to +-5%; 20,000 bring that to ~1.5%.
+DEFAULT_MESSAGES: Final = 20_000
 DEFAULT_REPS: Final = 3
 QUICK_REPS: Final = 2
 DEFAULT_RESULTS: Final = BENCH_DIR / "results" / "floor.json"
 #: Messages counted under callgrind (~50x slower than native) after a warm-up of a fifth.
 CALLGRIND_MESSAGES: Final = 1000
-CALLGRIND_SERVERS: Final = ("trio-floor", "trio-stream-floor", "asyncio-floor", "trio_smtp")
+CALLGRIND_SERVERS: Final = (
+    "blocking-floor",
+    "trio-floor",
+    "trio-stream-floor",
+    "asyncio-floor",
+    "trio_smtp",
+)
 #: C functions of CPython's socket and select modules: the system calls' side of a loop.
 _SYSCALL_WRAPPERS: Final = {
     "epoll": "select_epoll_poll",
@@ -78,6 +101,55 @@ _SYSCALL_WRAPPERS: Final = {
     "send": "sock_send",
 }
 _LOAD_LABELS: Final = {"small-persistent": "-d -s 20", "small-persistent-1": "-d -s 1"}
+
+
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+#: id(Run) -> (user, system) CPU seconds of the server during that run.
+_SPLITS: dict[int, tuple[float, float]] = {}
+_measure = server_bench._measure
+
+
+def _user_system(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` so far (``/proc/PID/stat``, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS
+
+
+def _measure_split(
+    scenario: server_bench.Scenario,
+    generator: str,
+    server: ServerProcess,
+    messages: int,
+    rep: int,
+) -> server_bench.Run:
+    """server_bench's ``_measure``, also noting the user/system split of the server's CPU."""
+    before = _user_system(server.pid)
+    run = _measure(scenario, generator, server, messages, rep)
+    if server.alive():
+        after = _user_system(server.pid)
+        _SPLITS[id(run)] = (after[0] - before[0], after[1] - before[1])
+    else:
+        _SPLITS.pop(id(run), None)
+    return run
+
+
+# run_scenario calls _measure through its module's globals: this wrapper adds the split and
+# changes nothing else (server_bench's own CPU figure is still the one in every Run).
+server_bench._measure = _measure_split
+
+
+def _split_us(result: ScenarioResult, label: str) -> tuple[float | None, float | None]:
+    """Medians of user and system CPU µs per message over the runs the medians count."""
+    user, system = [], []
+    for run in result.counted_runs(label):
+        split = _SPLITS.get(id(run))
+        if split is not None and run.delivered:
+            user.append(1e6 * split[0] / run.delivered)
+            system.append(1e6 * split[1] / run.delivered)
+    return (
+        statistics.median(user) if user else None,
+        statistics.median(system) if system else None,
+    )
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -108,8 +180,8 @@ def render_table(results: list[ScenarioResult]) -> str:
             f"{result.load_average}, {disturbed} of {len(result.runs)} runs disturbed:",
             "",
             "| server | msg/s | x smtp-server msg/s | server CPU µs/msg | x smtp-server CPU "
-            "| % of trio_smtp's CPU | server CPU % of a core |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| % of trio_smtp's CPU | user / system µs/msg | server CPU % of a core |",
+            "|---|---:|---:|---:|---:|---:|---|---:|",
         ]
         for server in result.labels:
             rate = result.median(server, "messages_per_second")
@@ -123,6 +195,7 @@ def render_table(results: list[ScenarioResult]) -> str:
                 _fmt(cpu, ".0f"),
                 _fmt(_ratio(cpu, node_cpu), ".2f"),
                 _fmt(None if share is None else 100 * share, ".0f"),
+                " / ".join(_fmt(value, ".0f") for value in _split_us(result, server)),
                 _fmt(_cpu_percent(result, server), ".0f"),
             ]
             out.append(f"| {server} | " + " | ".join(cells) + " |")
@@ -210,27 +283,31 @@ def callgrind(kind: str, messages: int) -> dict[str, Any]:
 
 
 def render_callgrind(rows: list[dict[str, Any]]) -> str:
+    """The callgrind counts as a markdown table, against trio_smtp and blocking-floor."""
+    by_server = {row["server"]: row["instructions_per_message"] for row in rows}
+    trio = by_server.get("trio_smtp")
+    blocking = by_server.get("blocking-floor")
     lines = [
         f"Instructions per message, `smtp-source -d -s 1 -l 1024 -m {rows[0]['messages']}`"
-        " under callgrind (user space only; the wrappers' counts are inclusive: the C side of"
-        " epoll, recv and send, the kernel not counted):",
+        " under callgrind (user space only: the kernel's side of each system call is not"
+        " counted). Wrappers: the C functions of CPython's select and socket modules for"
+        " epoll, recv and send, inclusive.",
         "",
-        "| server | instructions/msg | % of trio_smtp's | epoll wrapper | recv wrapper "
-        "| send wrapper | rest |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| server | instructions/msg | % of trio_smtp's | over blocking-floor "
+        "| epoll + recv + send wrappers |",
+        "|---|---:|---:|---:|---:|",
     ]
-    trio = next((r["instructions_per_message"] for r in rows if r["server"] == "trio_smtp"), None)
     for row in rows:
         total = row["instructions_per_message"]
-        wrappers = row["syscall_wrappers_per_message"]
+        wrappers = sum(row["syscall_wrappers_per_message"].values())
         cells = [
             f"{total:,.0f}",
             _fmt(None if not trio else 100 * total / trio, ".0f"),
-            *(f"{wrappers.get(name, 0):,.0f}" for name in _SYSCALL_WRAPPERS),
-            f"{total - sum(wrappers.values()):,.0f}",
+            "n/a" if blocking is None else f"{total - blocking:+,.0f}",
+            f"{wrappers:,.0f}",
         ]
         lines.append(f"| {row['server']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- main
@@ -259,12 +336,29 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--callgrind-only", action="store_true", help="only the callgrind counts, no timed runs"
     )
+    parser.add_argument(
+        "--callgrind-servers",
+        default=",".join(CALLGRIND_SERVERS),
+        help=f"the servers --callgrind counts (default {','.join(CALLGRIND_SERVERS)})",
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        help=f"messages per measured run (default {DEFAULT_MESSAGES:,};"
+        " with --quick, server_bench's quick counts)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
     args.kinds = tuple(args.servers.split(","))
     unknown = [kind for kind in args.kinds if kind not in SERVERS]
     if unknown:
         parser.error(f"--servers: unknown {unknown!r}; choose from {','.join(SERVERS)}")
+    args.callgrind_kinds = tuple(args.callgrind_servers.split(","))
+    unknown = [kind for kind in args.callgrind_kinds if kind not in CALLGRIND_SERVERS]
+    if unknown:
+        parser.error(f"--callgrind-servers: unknown {unknown!r}")
+    if args.messages is not None and args.messages < 100:
+        parser.error(f"--messages must be at least 100, not {args.messages!r}")
     if args.reps is not None and args.reps < 1:
         parser.error(f"--reps must be at least 1, not {args.reps!r}")
     return args
@@ -280,7 +374,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="floor-bench-") as tmp:
             for name in args.scenario or LOADS:
                 scenario = SCENARIOS[name]
-                print(f"== {name}: {scenario.description}", flush=True)
+                if args.messages:
+                    scenario = attrs.evolve(
+                        scenario, messages=args.messages, quick_messages=args.messages
+                    )
+                elif not args.quick:
+                    scenario = attrs.evolve(scenario, messages=DEFAULT_MESSAGES)
+                count = scenario.quick_messages if args.quick else scenario.messages
+                print(f"== {name}: {scenario.description}, {count:,} per run", flush=True)
                 results.append(
                     run_scenario(
                         scenario,
@@ -294,10 +395,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
     counts: list[dict[str, Any]] = []
     if args.callgrind or args.callgrind_only:
-        for kind in CALLGRIND_SERVERS:
-            if kind in args.kinds:
-                print(f"== callgrind: {kind}", flush=True)
-                counts.append(callgrind(kind, CALLGRIND_MESSAGES))
+        for kind in args.callgrind_kinds:
+            print(f"== callgrind: {kind}", flush=True)
+            counts.append(callgrind(kind, CALLGRIND_MESSAGES))
     total = time.monotonic() - started
     environment = server_bench._environment()
     print()
@@ -309,7 +409,6 @@ def main(argv: list[str] | None = None) -> int:
     print(render_table(results))
     if counts:
         print(render_callgrind(counts))
-        print()
     failures = [f"{r.scenario.name}: {text}" for r in results for text in r.failures.values()]
     for failure in failures:
         print(f"FAILED {failure}")
