@@ -158,11 +158,16 @@ class Link:
         """Whether the scope fired during a read at a stale deadline, before the exact one."""
         return self._read_cancelled and self._clock.current_time() < self._deadline
 
-    def arm(self) -> None:
-        """Set the I/O deadline for the wait ahead: a whole command, or a whole body."""
+    def arm(self) -> bool:
+        """Set the I/O deadline for the wait ahead: a whole command, or a whole body.
+
+        Returns:
+            Whether the wait ahead is for body octets (``Engine.reading_body``).
+        """
         scope = self._scope
         assert scope is not None
-        if self.engine.reading_body:
+        body = self.engine.reading_body
+        if body:
             if self.data_deadline is None:
                 self.data_deadline = self._clock.current_time() + self.data_timeout
             deadline = self.data_deadline
@@ -179,6 +184,7 @@ class Link:
             # Never later than the exact deadline; earlier only over a plain socket,
             # whose receive can be retried when a stale deadline fires.
             scope.deadline = deadline
+        return body
 
     def exact(self) -> None:
         """Arm the exact deadline of the wait that just ended (for awaits not retried)."""
@@ -229,14 +235,14 @@ class Link:
             (the engine is then closed), or while :attr:`draining` when the engine
             waits for a command (the engine is left open: the caller says goodbye).
         """
-        self.arm()
+        body = self.arm()
         rest = self._send_nowait()
         if rest is not None:
             await self._send_rest(rest)
         engine = self.engine
         if self.draining and not engine.in_transaction and engine.state is State.COMMAND:
             return None
-        size = BODY_READ_SIZE if engine.reading_body else COMMAND_READ_SIZE
+        size = BODY_READ_SIZE if body else COMMAND_READ_SIZE
         self.reading = True
         try:
             data: bytes | bytearray | None = None
