@@ -13,6 +13,9 @@ interleaved rotating runs, disturbed-run rule, medians and ``/proc`` CPU account
 - ``trio-floor`` (``floor/trio_floor.py``): a nursery task per connection, a stdlib
   non-blocking socket, ``trio.lowlevel.wait_readable`` only when ``recv()`` would block,
   replies by a direct ``send()``: the shortcuts trio_smtp's transport takes, and nothing else;
+- ``trio-hook-floor`` (``floor/trio_hook_floor.py``): trio-floor plus an I/O deadline per
+  connection (pushed ahead before each wait) and an ``async`` hook per message under its own
+  cancel scope: the Trio structure a real server cannot skip, priced alone;
 - ``trio-stream-floor`` (``floor/trio_stream_floor.py``): the same in idiomatic Trio,
   ``serve_tcp`` with ``SocketStream.receive_some``/``send_all``;
 - ``asyncio-floor`` (``floor/asyncio_floor.py``): an :class:`asyncio.Protocol`, what the
@@ -59,6 +62,7 @@ from server_bench import SCENARIOS, ScenarioResult, load_average, run_scenario
 FLOOR_DIR: Final = BENCH_DIR / "floor"
 FLOOR_SCRIPTS: Final = {
     "trio-floor": FLOOR_DIR / "trio_floor.py",
+    "trio-hook-floor": FLOOR_DIR / "trio_hook_floor.py",
     "trio-stream-floor": FLOOR_DIR / "trio_stream_floor.py",
     "asyncio-floor": FLOOR_DIR / "asyncio_floor.py",
     "node-floor": FLOOR_DIR / "node_floor.js",
@@ -71,6 +75,7 @@ SERVER_SCRIPTS.update(FLOOR_SCRIPTS)
 #: sessions its threads would measure the GIL).
 SERVERS: Final = (
     "trio-floor",
+    "trio-hook-floor",
     "trio-stream-floor",
     "asyncio-floor",
     "node-floor",
@@ -90,6 +95,7 @@ CALLGRIND_MESSAGES: Final = 1000
 CALLGRIND_SERVERS: Final = (
     "blocking-floor",
     "trio-floor",
+    "trio-hook-floor",
     "trio-stream-floor",
     "asyncio-floor",
     "trio_smtp",

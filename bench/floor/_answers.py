@@ -22,11 +22,13 @@ _END_OF_DATA: Final = b"\r\n.\r\n"
 class Answers:
     """One connection's line splitting: feed it bytes, get the replies they call for."""
 
-    __slots__ = ("_buf", "_in_data")
+    __slots__ = ("_buf", "_in_data", "messages")
 
     def __init__(self) -> None:
         self._buf = b""
         self._in_data = False
+        #: Messages whose CRLF.CRLF has been seen so far.
+        self.messages = 0
 
     def feed(self, data: bytes) -> tuple[bytes, bool]:
         """The replies ``data`` calls for, and whether the client said ``QUIT``."""
@@ -42,6 +44,7 @@ class Answers:
                 buf = buf[end + 5 :]
                 replies += _OK
                 self._in_data = False
+                self.messages += 1
                 continue
             end = buf.find(b"\r\n")
             if end < 0:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
@@ -28,7 +29,7 @@ MAX_READS_WITHOUT_CHECKPOINT: Final = 4
 READ_SIZE: Final = 65536
 
 
-def _send(sock: socket.socket, data: bytes) -> None:
+def send_reply(sock: socket.socket, data: bytes) -> None:
     # A floor: replies are a few dozen octets and the kernel buffer holds far more.
     # (trio_smtp falls back to a waiting send_all; smtp-source never makes it wait.)
     sent = sock.send(data)
@@ -53,7 +54,7 @@ async def handle(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         answers = Answers()
         try:
-            _send(sock, GREETING)
+            send_reply(sock, GREETING)
             reads = 0
             while True:
                 if reads < MAX_READS_WITHOUT_CHECKPOINT:
@@ -71,7 +72,7 @@ async def handle(sock: socket.socket) -> None:
                     return
                 replies, done = answers.feed(data)
                 if replies:
-                    _send(sock, replies)
+                    send_reply(sock, replies)
                 if done:
                     return
         except ConnectionError:
@@ -80,8 +81,11 @@ async def handle(sock: socket.socket) -> None:
             trio.lowlevel.notify_closing(sock)
 
 
-async def serve(listener: socket.socket) -> None:
-    """Accept connections for ever, a task each."""
+Handler = Callable[[socket.socket], Awaitable[None]]
+
+
+async def serve(listener: socket.socket, handler: Handler) -> None:
+    """Accept connections for ever, a task each running ``handler``."""
     async with trio.open_nursery() as nursery:
         while True:
             try:
@@ -89,17 +93,17 @@ async def serve(listener: socket.socket) -> None:
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(listener)
                 continue
-            nursery.start_soon(handle, sock)
+            nursery.start_soon(handler, sock)
 
 
-async def main_async(host: str, port: int) -> None:
+async def main_async(host: str, port: int, handler: Handler = handle) -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
     listener.listen(1024)
     listener.setblocking(False)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve, listener)
+        nursery.start_soon(serve, listener, handler)
         print(f"READY {listener.getsockname()[1]}", flush=True)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
