@@ -47,8 +47,12 @@ class Script:
         self.err: list[str] = []
         self.out: list[str] = []
         self._open_streams = 2
-        for tag, stream in (("err", self.proc.stderr), ("out", self.proc.stdout)):
-            threading.Thread(target=self._pump, args=(tag, stream), daemon=True).start()
+        self.pumps = [
+            threading.Thread(target=self._pump, args=(tag, stream), daemon=True)
+            for tag, stream in (("err", self.proc.stderr), ("out", self.proc.stdout))
+        ]
+        for pump in self.pumps:
+            pump.start()
 
     def _pump(self, tag: str, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
@@ -105,6 +109,9 @@ def script(name: str, *args: str) -> Iterator[Script]:
         if running.proc.poll() is None:
             running.proc.kill()
         running.proc.wait()
+        # Closed once read to their end: a lagging reader must not die on a closed file.
+        for pump in running.pumps:
+            pump.join(TIMEOUT)
         for stream in (running.proc.stdout, running.proc.stderr):
             if stream is not None:
                 stream.close()

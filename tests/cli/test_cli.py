@@ -50,8 +50,13 @@ class Cli:
         self.out: list[str] = []
         self._err_queue: queue.Queue[str | None] = queue.Queue()
         self._out_queue: queue.Queue[str | None] = queue.Queue()
-        for stream, q in ((self.proc.stderr, self._err_queue), (self.proc.stdout, self._out_queue)):
-            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
+        streams = ((self.proc.stderr, self._err_queue), (self.proc.stdout, self._out_queue))
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(stream, q), daemon=True)
+            for stream, q in streams
+        ]
+        for pump in self._pumps:
+            pump.start()
 
     @staticmethod
     def _pump(stream: object, q: queue.Queue[str | None]) -> None:
@@ -111,6 +116,11 @@ class Cli:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        # Close the pipes only once the readers have reached their end: a reader that lags
+        # (a loaded machine) would otherwise die reading a closed file, and pytest -W error
+        # fails whichever test is running on that thread exception.
+        for pump in self._pumps:
+            pump.join(TIMEOUT)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()

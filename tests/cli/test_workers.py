@@ -54,7 +54,8 @@ class Workers:
         self.lines: list[bytes] = []
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.wait_workers(set(range(1, n + 1)))
 
     def _read(self) -> None:
@@ -95,8 +96,15 @@ class Workers:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-            if self.proc.stderr is not None:
-                self.proc.stderr.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close stderr once the reader has read it to its end (the supervisor and every
+        worker gone): a reader that lags would otherwise die reading a closed file, and
+        pytest -W error fails the test on that thread exception."""
+        self._reader.join(WAIT)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 def _send_many(port: int, count: int, tag: str) -> list[str]:
@@ -238,8 +246,7 @@ def test_a_signal_to_the_whole_process_group_drains_gracefully(
     finally:
         client.close()
         status = w.proc.wait(WAIT)
-        if w.proc.stderr is not None:
-            w.proc.stderr.close()
+        w.close()
     assert status == 0
     assert _subjects(w.maildir) == ["in flight"]
     assert b"stopping now" not in b"".join(w.lines)
@@ -280,8 +287,7 @@ def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", w.port))
         sock.listen()
-    if w.proc.stderr is not None:
-        w.proc.stderr.close()
+    w.close()
 
 
 def _alive(pid: int) -> bool:

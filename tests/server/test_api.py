@@ -249,8 +249,7 @@ async def test_server_logs_start_connections_and_messages_in_smtpjs_format() -> 
         await client.expect("QUIT", 221)
         await client.aclose()
         with trio.fail_after(HANG):
-            while server.connections:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            await server.wait_connections(0)  # the connection's last lines are logged
         server.shutdown()
     lines = stream.getvalue().splitlines()
     assert all(LOG_LINE.match(line) for line in lines), lines
