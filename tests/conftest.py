@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 import trustme
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
-# Under CI the property tests replay the same examples every run, so that a landing is
-# never decided by a lucky draw; locally they explore new examples each time.
-settings.register_profile("ci", derandomize=True, deadline=None)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+# No test asserts wall-clock time, Hypothesis' included: no deadline per example, and no
+# health check for slow data generation (both fail on a loaded machine, not on a bug).
+settings.register_profile("loaded", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Under CI the property tests also replay the same examples every run, so that a landing
+# is never decided by a lucky draw; locally they explore new examples each time.
+settings.register_profile("ci", parent=settings.get_profile("loaded"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "loaded")
 
 
 def require_tool(name: str) -> str:
