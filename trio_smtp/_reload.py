@@ -1,4 +1,5 @@
-"""SIGHUP: load the TLS certificates and the auth file again, without dropping anything.
+"""Signals: SIGHUP loads the TLS certificates and the auth file again, without dropping
+anything; SIGINT and SIGTERM shut down gracefully, a second one at once.
 
 Theory of operation: the files are read and checked in a worker thread (a certificate
 chain or a big auth file must not stall the event loop); only when every new file is good
@@ -11,6 +12,7 @@ half-renewed certificate (the key written, the chain not yet) must not take mail
 
 from __future__ import annotations
 
+import signal
 from typing import TYPE_CHECKING
 
 import trio
@@ -57,3 +59,30 @@ async def reload(server: Server) -> bool:
             server.authenticator = authenticator
             logger.log(f"Reload: auth file {path} loaded")
     return ok
+
+
+async def serve_until_signalled(server: Server) -> None:
+    """:meth:`Server.serve` until SIGINT or SIGTERM, then shut down gracefully; a second
+    signal stops at once, SIGHUP reloads (:meth:`Server.run`)."""
+    async with trio.open_nursery() as nursery:
+
+        async def watch(task_status: trio.TaskStatus[None]) -> None:
+            stopping = False
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+                # Listening for signals before the start line: a SIGHUP sent as soon as
+                # it appears must reload, not kill (its default action).
+                task_status.started()
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        await reload(server)
+                    elif not stopping:
+                        stopping = True
+                        server.logger.log(f"Received {signal.Signals(signum).name}")
+                        server.shutdown()
+                    else:
+                        server.logger.warn("Second signal: stopping now")
+                        nursery.cancel_scope.cancel()
+
+        await nursery.start(watch)
+        await server.serve()
+        nursery.cancel_scope.cancel()

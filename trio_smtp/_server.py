@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import socket
 import ssl
 import types
@@ -21,12 +20,13 @@ from ._connection_task import ConnectionTask
 from ._early_talkers import GreetingGuard
 from ._hooks import SYNC_HOOK_THREADS
 from ._limits import AddressLimiter, PerAddressLimit
+from ._link import FAREWELL_TIMEOUT
 from ._listeners import Listener, accept, close_all, open_tcp, open_unix, sockaddr, start_line
 from ._logger import LoggerLike, announce
 from ._metrics import Metrics
 from ._names import hostport
 from ._relay_policy import RelayPolicy
-from ._reload import reload
+from ._reload import serve_until_signalled
 from ._replies import BUSY
 from ._schema import Schema, make_schema
 from ._settings import Authenticator, ConnectionSettings
@@ -111,6 +111,11 @@ class Server:
         #: The ``(host, port)`` of every listener, once :meth:`serve` has bound them.
         self.addresses: list[tuple[str, int]] = []
         self._connections: set[ConnectionTask] = set()
+        #: serve_stream's sessions run in their callers' tasks, outside serve()'s nursery:
+        #: the end of the grace reaches them through these scopes.
+        self._stream_scopes: dict[ConnectionTask, trio.CancelScope] = {}
+        #: When the grace period of a shutdown in progress ends (Trio time).
+        self._grace_deadline: float | None = None
         self._changed: trio.Event | None = None
         self._shutdown_requested = False
         self._refusing = 0
@@ -256,6 +261,7 @@ class Server:
                 close_all(listeners)
         finally:
             self._serving = False
+            self._grace_deadline = None
             self._shutdown_requested = False  # a stopped server may serve again
 
     async def _open_listeners(self) -> list[Listener]:
@@ -317,10 +323,17 @@ class Server:
                 f"Server shutting down: {len(self._connections)} connection(s) open, "
                 f"{grace:g} s grace"
             )
-            deadline = trio.current_time() + grace
+            deadline = self._grace_deadline = trio.current_time() + grace
             for conn in list(self._connections):
                 conn.begin_shutdown(deadline)
+            for scope in self._stream_scopes.values():
+                scope.deadline = deadline
             connections.cancel_scope.deadline = deadline
+        if self._stream_scopes:
+            # serve_stream's sessions run in their callers' tasks, within the same grace
+            # (past it cancelled, then bounded like the nursery's own): wait for them too.
+            with trio.move_on_at(deadline + 2 * FAREWELL_TIMEOUT):
+                await self.wait_connections(0)
         self.logger.log("Server stopped")
 
     async def _accept_loop(self, listener: Listener, nursery: trio.Nursery) -> None:
@@ -380,8 +393,10 @@ class Server:
         (where Trio's autojump clock then drives every timeout), a stream wrapped to
         record what is sent. The session gets everything a listened one gets (hooks,
         limits, timeouts, TLS, the per-address count, :attr:`connections`), and
-        :meth:`shutdown` ends it gracefully while :meth:`serve` runs; it need not (but
-        when it does, call this in the same Trio run).
+        :meth:`shutdown` ends it as it ends those while :meth:`serve` runs (the
+        transaction may finish within ``shutdown_grace``; past it the session is
+        cancelled); :meth:`serve` need not run (but when it does, call this in the same
+        Trio run).
         Over ``max_connections`` the client gets ``421 4.7.0`` and the stream closes.
 
         Args:
@@ -414,7 +429,15 @@ class Server:
         )
         self._connections.add(conn)
         self._count_changed()
-        await self._run_connection(conn)
+        with trio.CancelScope() as scope:  # past serve()'s grace: cancelled, as its own are
+            self._stream_scopes[conn] = scope
+            if self._grace_deadline is not None:  # came during a shutdown's grace period
+                conn.begin_shutdown(self._grace_deadline)
+                scope.deadline = self._grace_deadline
+            try:
+                await self._run_connection(conn)
+            finally:
+                del self._stream_scopes[conn]
 
     def _capacity_error(self, exc: OSError) -> None:
         self.logger.error(f"accept() failed: {exc}; pausing 100 ms")
@@ -479,28 +502,4 @@ class Server:
 
         A second signal stops at once.
         """
-        trio.run(self._run_with_signals)
-
-    async def _run_with_signals(self) -> None:
-        async with trio.open_nursery() as nursery:
-
-            async def watch(task_status: trio.TaskStatus[None]) -> None:
-                with trio.open_signal_receiver(
-                    signal.SIGINT, signal.SIGTERM, signal.SIGHUP
-                ) as signals:
-                    # Listening for signals before the start line: a SIGHUP sent as soon
-                    # as it appears must reload, not kill (its default action).
-                    task_status.started()
-                    async for signum in signals:
-                        if signum == signal.SIGHUP:
-                            await reload(self)
-                        elif not self._shutdown_requested:
-                            self.logger.log(f"Received {signal.Signals(signum).name}")
-                            self.shutdown()
-                        else:
-                            self.logger.warn("Second signal: stopping now")
-                            nursery.cancel_scope.cancel()
-
-            await nursery.start(watch)
-            await self.serve()
-            nursery.cancel_scope.cancel()
+        trio.run(serve_until_signalled, self)
