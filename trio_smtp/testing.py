@@ -18,7 +18,8 @@ configuration key. Every test server can inject failures (``fail``, ``delay``,
 ``drop``, ``tempfail_rate``) and records what happened in ``server.log``.
 
 Outside pytest, :class:`ThreadedServer` is a context manager and :func:`serving` an
-async one. :class:`SMTPClient` is a byte-exact client for testing servers;
+async one. :class:`SMTPClient` is a byte-exact client for testing servers
+(:class:`BlockingSMTPClient` its twin for synchronous tests);
 :class:`RecordingLogger` keeps what a server logs.
 
 This module is loaded by every pytest run in an environment where trio_smtp is
@@ -34,6 +35,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._testing._blocking_client import BlockingSMTPClient as BlockingSMTPClient
     from ._testing._client import CLIENT_TIMEOUT as CLIENT_TIMEOUT
     from ._testing._client import ServerClosed as ServerClosed
     from ._testing._client import ServerReply as ServerReply
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from ._testing._tls import TestCertificate as TestCertificate
 
 _LAZY = {
+    "BlockingSMTPClient": "._testing._blocking_client",
     "CLIENT_TIMEOUT": "._testing._client",
     "ServerClosed": "._testing._client",
     "ServerReply": "._testing._client",

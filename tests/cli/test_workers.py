@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from trio_smtp.testing import BlockingSMTPClient
+
 #: A generous bound for anything the test waits for: the suite runs on loaded machines.
 WAIT = 60.0
 
@@ -192,44 +194,20 @@ def test_workers_share_one_port_with_so_reuseport(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- hardening
 
 
-class _Raw:
-    """A blocking raw client for exact control of a transaction in flight."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        self.file = self.sock.makefile("rb")
-
-    def reply(self) -> bytes:
-        while True:
-            line = self.file.readline()
-            if not line:
-                return b""
-            if line[3:4] != b"-":
-                return line.rstrip(b"\r\n")
-
-    def command(self, line: bytes) -> bytes:
-        self.sock.sendall(line + b"\r\n")
-        return self.reply()
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_whole_process_group_drains_gracefully(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
     """Ctrl-C (SIGINT to the group) and systemd's KillMode (SIGTERM to all) drain."""
     w = Workers(tmp_path, 2)
-    client = _Raw(w.port)
+    client = BlockingSMTPClient.connect("127.0.0.1", w.port, timeout=WAIT)
     try:
-        assert client.reply().startswith(b"220")
-        assert client.command(b"EHLO client.test").startswith(b"250")
-        assert client.command(b"MAIL FROM:<ann@client.test>").startswith(b"250")
-        assert client.command(b"RCPT TO:<bob@mx.test>").startswith(b"250")
-        assert client.command(b"DATA").startswith(b"354")
-        client.sock.sendall(b"Subject: in flight\r\n\r\nfirst half\r\n")
+        assert client.reply().code == 220
+        client.expect("EHLO client.test", 250)
+        client.expect("MAIL FROM:<ann@client.test>", 250)
+        client.expect("RCPT TO:<bob@mx.test>", 250)
+        client.expect("DATA", 354)
+        client.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
         os.killpg(w.proc.pid, signum)
         # Both workers are draining and the supervisor has passed its SIGTERM on (it
         # logs that line once sent), and no worker has a SIGTERM still pending: the
@@ -240,9 +218,9 @@ def test_a_signal_to_the_whole_process_group_drains_gracefully(
         for pid in w.pids.values():
             _wait_delivered(pid, signal.SIGTERM)
         # The message in flight is still accepted and stored ...
-        assert client.command(b"second half\r\n.").startswith(b"250")
+        client.expect("second half\r\n.", 250)
         # ... and only then is the client told the server is going away.
-        assert client.command(b"NOOP").startswith(b"421")
+        client.expect("NOOP", 421)
     finally:
         client.close()
         status = w.proc.wait(WAIT)

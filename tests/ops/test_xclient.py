@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import mailbox
-import socket
 from pathlib import Path
 
 from _proc import TIMEOUT, cli
 
-
-class Raw:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.file = self.sock.makefile("rb")
-
-    def reply(self) -> list[bytes]:
-        lines = [self.file.readline()]
-        while lines[-1][3:4] == b"-":
-            lines.append(self.file.readline())
-        return lines
-
-    def cmd(self, line: bytes) -> list[bytes]:
-        self.sock.sendall(line + b"\r\n")
-        return self.reply()
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
+from trio_smtp.testing import BlockingSMTPClient
 
 
 def test_xclient_from_a_trusted_proxy_replaces_the_client(tmp_path: Path) -> None:
@@ -36,22 +17,21 @@ def test_xclient_from_a_trusted_proxy_replaces_the_client(tmp_path: Path) -> Non
         "--xclient-from", "127.0.0.0/8", "--max-connections-per-ip", "1",
     ) as server:  # fmt: skip
         port = server.port()
-        c = Raw(port)
-        assert c.reply()[0].startswith(b"220 ")
-        ehlo = c.cmd(b"EHLO proxy.test")
-        assert any(b"XCLIENT" in line and b"ADDR" in line for line in ehlo)
-        reply = c.cmd(b"XCLIENT ADDR=203.0.113.7 PORT=4000 NAME=client.example HELO=client")
-        assert reply[0].startswith(b"220 ")
+        c = BlockingSMTPClient.connect("127.0.0.1", port, timeout=TIMEOUT)
+        assert c.reply().code == 220
+        ehlo = c.expect("EHLO proxy.test", 250)
+        assert any("XCLIENT" in line and "ADDR" in line for line in ehlo.splitlines())
+        c.expect("XCLIENT ADDR=203.0.113.7 PORT=4000 NAME=client.example HELO=client", 220)
         # The per-address count moved to 203.0.113.7: the proxy may connect again.
-        other = Raw(port)
-        assert other.reply()[0].startswith(b"220 ")
+        other = BlockingSMTPClient.connect("127.0.0.1", port, timeout=TIMEOUT)
+        assert other.reply().code == 220
         other.close()
-        assert c.cmd(b"EHLO client.example")[0].startswith(b"250")
-        assert c.cmd(b"MAIL FROM:<a@x.test>")[0].startswith(b"250")
-        assert c.cmd(b"RCPT TO:<b@y.test>")[0].startswith(b"250")
-        assert c.cmd(b"DATA")[0].startswith(b"354")
-        assert c.cmd(b"Subject: via xclient\r\n\r\nhi\r\n.")[0].startswith(b"250")
-        c.cmd(b"QUIT")
+        c.expect("EHLO client.example", 250)
+        c.expect("MAIL FROM:<a@x.test>", 250)
+        c.expect("RCPT TO:<b@y.test>", 250)
+        c.expect("DATA", 354)
+        c.expect(b"Subject: via xclient\r\n\r\nhi\r\n.", 250)
+        c.expect("QUIT", 221)
         c.close()
         line = server.wait_err(r"XCLIENT: ").string
         server.wait_err(r"Message accepted: ")
@@ -65,11 +45,11 @@ def test_xclient_from_a_trusted_proxy_replaces_the_client(tmp_path: Path) -> Non
 def test_xclient_is_refused_and_not_advertised_to_others() -> None:
     with cli("--port", "0", "--hostname", "mx.test") as server:
         port = server.port()
-        c = Raw(port)
-        c.reply()
-        assert not any(b"XCLIENT" in line for line in c.cmd(b"EHLO proxy.test"))
-        assert c.cmd(b"XCLIENT ADDR=203.0.113.7")[0].startswith(b"550 5.7.0")
-        c.cmd(b"QUIT")
+        c = BlockingSMTPClient.connect("127.0.0.1", port, timeout=TIMEOUT)
+        assert c.reply().code == 220
+        assert "XCLIENT" not in c.expect("EHLO proxy.test", 250)
+        assert c.expect("XCLIENT ADDR=203.0.113.7", 550).startswith("5.7.0")
+        c.expect("QUIT", 221)
         c.close()
         assert server.stop() == 0
     assert not [line for line in server.err if "XCLIENT:" in line]
