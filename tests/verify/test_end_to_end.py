@@ -201,21 +201,61 @@ def test_sink_prepends_the_header_and_drops_forged_ones(knot: Knot, tmp_path: Pa
     assert b"bank.test" not in stored.read_bytes()
 
 
-def test_unanswering_resolver_gives_temperror_and_stalls_nobody_else() -> None:
-    # A "resolver" that reads every query and answers none.
-    mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    mute.bind(("127.0.0.1", 0))
-    asked = threading.Event()
+class HeldResolver:
+    """A "resolver" on 127.0.0.1 that reads every query and answers none until
+    :meth:`release`, then SERVFAIL to each (held and later): what a stalled upstream
+    resolver looks like, ended when the test says, not when a clock says."""
 
-    def drop() -> None:
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.asked = threading.Event()
+        self._released = threading.Event()
+        self._held: list[tuple[bytes, Any]] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
         while True:
             try:
-                mute.recvfrom(4096)
+                query, peer = self.sock.recvfrom(4096)
             except OSError:
                 return
-            asked.set()
+            with self._lock:
+                if not self._released.is_set():
+                    self._held.append((query, peer))
+                    self.asked.set()
+                    continue
+            self._servfail(query, peer)
 
-    threading.Thread(target=drop, daemon=True).start()
+    def _servfail(self, query: bytes, peer: Any) -> None:
+        import dns.message
+        import dns.rcode
+
+        response = dns.message.make_response(dns.message.from_wire(query))
+        response.set_rcode(dns.rcode.SERVFAIL)
+        try:
+            self.sock.sendto(response.to_wire(), peer)
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        with self._lock:
+            self._released.set()
+            held, self._held = self._held, []
+        for query, peer in held:
+            self._servfail(query, peer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_stalled_resolver_gives_temperror_and_stalls_nobody_else() -> None:
+    resolver = HeldResolver()
     order: list[str] = []
     spf_seen: list[str] = []
 
@@ -225,12 +265,11 @@ def test_unanswering_resolver_gives_temperror_and_stalls_nobody_else() -> None:
     def done(mail: Any) -> None:
         order.append(f"delivered {mail.mail_from or '<>'}")
 
+    # The budget only bounds a hang here: the resolver's SERVFAIL ends the wait.
     server = verifying_server(
-        f"127.0.0.1:{mute.getsockname()[1]}",
-        dns_budget=3.0,
-        events={"MAIL": mail_hook, "done": done},
+        resolver.address, dns_budget=60.0, events={"MAIL": mail_hook, "done": done}
     )
-    with server as smtp, mute:
+    with server as smtp:
         slow = smtplib.SMTP("127.0.0.1", smtp.port, timeout=CLIENT_TIMEOUT)
         slow.ehlo("mail.example.test")
         reply: list[tuple[int, bytes]] = []
@@ -238,19 +277,40 @@ def test_unanswering_resolver_gives_temperror_and_stalls_nobody_else() -> None:
             target=lambda: reply.append(slow.docmd("MAIL", "FROM:<alice@example.test>"))
         )
         waiting.start()
-        assert asked.wait(CLIENT_TIMEOUT)  # the first connection is now waiting on DNS
+        assert resolver.asked.wait(CLIENT_TIMEOUT)  # the first connection waits on DNS
         # Meanwhile a second connection (no DNS needed: an address-literal HELO, a null
         # sender, no From: header) gets a whole message through.
         with smtplib.SMTP("127.0.0.1", smtp.port, timeout=CLIENT_TIMEOUT) as quick:
             quick.ehlo("[127.0.0.1]")
             quick.sendmail("", ["bob@receiver.test"], b"Subject: no author\r\n\r\nhi\r\n")
             order.append("second connection done")
+        assert not reply  # still waiting on its lookup
+        resolver.release()
         waiting.join(CLIENT_TIMEOUT)
         order.append("first connection answered")
         slow.close()
+    resolver.close()
     assert reply[0][0] == 250
+    # The second connection's MAIL ran while the first's lookup was still held.
     assert spf_seen == ["none", "temperror"]
     assert order == ["delivered <>", "second connection done", "first connection answered"]
+
+
+def test_a_resolver_that_never_answers_gives_temperror_at_the_dns_budget() -> None:
+    resolver = HeldResolver()  # never released: only the budget ends the wait
+    spf_seen: list[str] = []
+
+    def mail_hook(ctx: Any) -> None:
+        spf_seen.append(ctx.mail.auth_results.spf.result)
+
+    with verifying_server(resolver.address, dns_budget=0.5, events={"MAIL": mail_hook}) as smtp:
+        with smtplib.SMTP("127.0.0.1", smtp.port, timeout=CLIENT_TIMEOUT) as client:
+            client.ehlo("mail.example.test")
+            code, _ = client.docmd("MAIL", "FROM:<alice@example.test>")
+    resolver.close()
+    assert resolver.asked.is_set()
+    assert code == 250
+    assert spf_seen == ["temperror"]
 
 
 def test_hook_can_refuse_on_dmarc_fail(knot: Knot) -> None:
