@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from types import TracebackType
 
-from ._client import CLIENT_TIMEOUT, MAX_REPLY_LINE, REPLY_LINE, ServerClosed, ServerReply, _reply
+from ._client import CLIENT_TIMEOUT, ServerClosed, ServerReply, one_reply, take_line
 
 
 class BlockingSMTPClient:
@@ -78,24 +78,16 @@ class BlockingSMTPClient:
 
     def line(self) -> bytes:
         """One reply line without its CRLF, asserted to be well formed."""
-        while True:
-            end = self.buffer.find(b"\r\n")
-            if end >= 0:
-                line = bytes(self.buffer[:end])
-                del self.buffer[: end + 2]
-                assert REPLY_LINE.match(line), f"malformed reply line {line!r}"
-                return line
-            assert len(self.buffer) < MAX_REPLY_LINE, f"runaway line {bytes(self.buffer[:80])!r}"
+        while (line := take_line(self.buffer)) is None:
             self._fill()
+        return line
 
     def reply(self) -> ServerReply:
         """One whole (maybe multi-line) reply; every line must carry the same code."""
         lines = [self.line()]
         while lines[-1][3:4] == b"-":
             lines.append(self.line())
-        codes = {line[:3] for line in lines}
-        assert len(codes) == 1, f"reply lines with different codes: {lines!r}"
-        return _reply(lines)
+        return one_reply(lines)
 
     def command(self, line: bytes | str) -> ServerReply:
         """Send one command line (CRLF added) and read its reply."""

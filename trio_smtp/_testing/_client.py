@@ -75,6 +75,26 @@ def parse_replies(data: bytes) -> list[ServerReply]:
     return replies
 
 
+def take_line(buffer: bytearray) -> bytes | None:
+    """Cut one reply line (without its CRLF) off the front of ``buffer``, asserted to be
+    well formed; ``None`` while no whole line is there (asserted not to be a runaway)."""
+    end = buffer.find(b"\r\n")
+    if end < 0:
+        assert len(buffer) < MAX_REPLY_LINE, f"runaway line {bytes(buffer[:80])!r}"
+        return None
+    line = bytes(buffer[:end])
+    del buffer[: end + 2]
+    assert REPLY_LINE.match(line), f"malformed reply line {line!r}"
+    return line
+
+
+def one_reply(lines: list[bytes]) -> ServerReply:
+    """The reply made of these lines, asserted to carry one code."""
+    codes = {line[:3] for line in lines}
+    assert len(codes) == 1, f"reply lines with different codes: {lines!r}"
+    return _reply(lines)
+
+
 def _reply(lines: list[bytes]) -> ServerReply:
     text = b"\n".join(line[4:] for line in lines).decode("utf-8", "surrogateescape")
     return ServerReply(int(lines[0][:3]), text)
@@ -146,24 +166,16 @@ class SMTPClient:
 
     async def line(self) -> bytes:
         """One reply line without its CRLF, asserted to be well formed."""
-        while True:
-            end = self.buffer.find(b"\r\n")
-            if end >= 0:
-                line = bytes(self.buffer[:end])
-                del self.buffer[: end + 2]
-                assert REPLY_LINE.match(line), f"malformed reply line {line!r}"
-                return line
-            assert len(self.buffer) < MAX_REPLY_LINE, f"runaway line {bytes(self.buffer[:80])!r}"
+        while (line := take_line(self.buffer)) is None:
             await self._fill()
+        return line
 
     async def reply(self) -> ServerReply:
         """One whole (maybe multi-line) reply; every line must carry the same code."""
         lines = [await self.line()]
         while lines[-1][3:4] == b"-":
             lines.append(await self.line())
-        codes = {line[:3] for line in lines}
-        assert len(codes) == 1, f"reply lines with different codes: {lines!r}"
-        return _reply(lines)
+        return one_reply(lines)
 
     async def command(self, line: bytes | str) -> ServerReply:
         """Send one command line (CRLF added) and read its reply."""
