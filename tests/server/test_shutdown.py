@@ -109,9 +109,9 @@ async def test_stuck_connection_is_cancelled_after_the_grace_period() -> None:
         await client.aclose()
     # The stuck connection was given its grace, not cancelled at once. Not a speed check:
     # both ends read Trio's clock, ``start`` before shutdown() sets the deadline to its own
-    # now + grace, so no load can make this fail. (The autojump clock cannot measure it:
-    # over a socket it would jump while bytes are in flight, and a memory-stream session
-    # from serve_stream() is not cancelled at the end of serve()'s grace.)
+    # now + grace, so no load can make this fail. (The autojump clock cannot measure it
+    # over a socket: it would jump while bytes are in flight. test_serve_stream checks the
+    # grace's end on the autojump clock over memory streams.)
     assert elapsed >= 0.3
     assert sink.messages == []
     assert server.connections == 0

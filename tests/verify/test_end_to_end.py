@@ -210,7 +210,7 @@ class HeldResolver:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.asked = threading.Event()
-        self._released = threading.Event()
+        self._released = False
         self._held: list[tuple[bytes, Any]] = []
         self._lock = threading.Lock()
         threading.Thread(target=self._serve, daemon=True).start()
@@ -226,7 +226,7 @@ class HeldResolver:
             except OSError:
                 return
             with self._lock:
-                if not self._released.is_set():
+                if not self._released:
                     self._held.append((query, peer))
                     self.asked.set()
                     continue
@@ -245,13 +245,16 @@ class HeldResolver:
 
     def release(self) -> None:
         with self._lock:
-            self._released.set()
+            self._released = True
             held, self._held = self._held, []
         for query, peer in held:
             self._servfail(query, peer)
 
-    def close(self) -> None:
-        self.sock.close()
+    def __enter__(self) -> HeldResolver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()  # ends the serving thread
 
 
 def test_a_stalled_resolver_gives_temperror_and_stalls_nobody_else() -> None:
@@ -269,7 +272,7 @@ def test_a_stalled_resolver_gives_temperror_and_stalls_nobody_else() -> None:
     server = verifying_server(
         resolver.address, dns_budget=60.0, events={"MAIL": mail_hook, "done": done}
     )
-    with server as smtp:
+    with resolver, server as smtp:
         slow = smtplib.SMTP("127.0.0.1", smtp.port, timeout=CLIENT_TIMEOUT)
         slow.ehlo("mail.example.test")
         reply: list[tuple[int, bytes]] = []
@@ -289,7 +292,6 @@ def test_a_stalled_resolver_gives_temperror_and_stalls_nobody_else() -> None:
         waiting.join(CLIENT_TIMEOUT)
         order.append("first connection answered")
         slow.close()
-    resolver.close()
     assert reply[0][0] == 250
     # The second connection's MAIL ran while the first's lookup was still held.
     assert spf_seen == ["none", "temperror"]
@@ -303,11 +305,11 @@ def test_a_resolver_that_never_answers_gives_temperror_at_the_dns_budget() -> No
     def mail_hook(ctx: Any) -> None:
         spf_seen.append(ctx.mail.auth_results.spf.result)
 
-    with verifying_server(resolver.address, dns_budget=0.5, events={"MAIL": mail_hook}) as smtp:
+    server = verifying_server(resolver.address, dns_budget=0.5, events={"MAIL": mail_hook})
+    with resolver, server as smtp:
         with smtplib.SMTP("127.0.0.1", smtp.port, timeout=CLIENT_TIMEOUT) as client:
             client.ehlo("mail.example.test")
             code, _ = client.docmd("MAIL", "FROM:<alice@example.test>")
-    resolver.close()
     assert resolver.asked.is_set()
     assert code == 250
     assert spf_seen == ["temperror"]
